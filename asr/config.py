@@ -1,0 +1,117 @@
+"""Typed, frozen configuration for features, model, losses and decoding.
+
+Every checkpoint stores the resolved :class:`ModelConfig` (as a plain dict), so a checkpoint alone
+rebuilds its model. YAML/CLI layers hold only overrides on top of these defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = 16000  # Hz; audio at another rate is rejected, never silently misread
+    num_mel_bins: int = 80  # log-mel filterbank channels
+    frame_length_ms: float = 25.0  # analysis window
+    frame_shift_ms: float = 10.0  # hop between frames
+    dither: float = 0.0  # 0 at inference; training may add a little
+
+    @property
+    def window_samples(self) -> int:
+        return int(self.sample_rate * self.frame_length_ms / 1000)
+
+    @property
+    def shift_samples(self) -> int:
+        return int(self.sample_rate * self.frame_shift_ms / 1000)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    num_features: int = 80  # input feature dimension (fbank bins)
+    d_model: int = 256  # width of every Conformer block
+    num_layers: int = 12  # Conformer blocks
+    num_heads: int = 4  # attention heads; d_model must divide evenly
+    ff_dim: int = 1024  # hidden size of each macaron feed-forward
+    conv_kernel: int = 31  # causal depthwise conv kernel (frames after subsampling)
+    subsampling_channels: int = 64  # channels of the 4x conv front-end
+    dropout: float = 0.1
+    rotary_base: float = 10000.0  # rotary position embedding base
+    # Dynamic chunk training: with probability `full_context_prob` a batch sees full context,
+    # otherwise a chunk size drawn from `train_chunk_sizes` and a left context drawn from
+    # `train_left_chunks` (in chunks; -1 = unlimited).
+    full_context_prob: float = 0.5
+    train_chunk_sizes: tuple[int, ...] = (2, 4, 8, 16, 32)
+    train_left_chunks: tuple[int, ...] = (-1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Stateless prediction network: embedding of the last `context_size` tokens + a conv."""
+
+    d_model: int = 256
+    context_size: int = 2
+
+
+@dataclass(frozen=True)
+class JoinerConfig:
+    d_joiner: int = 256  # width of the joint space before the output layer
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    s_range: int = 5  # width of the pruned lattice (token positions kept per frame)
+    simple_scale: float = 0.5  # weight of the simple loss after warm-up
+    lm_only_scale: float = 0.25  # smoothing of the simple loss (k2's lm_only_scale)
+    am_only_scale: float = 0.0  # smoothing of the simple loss (k2's am_only_scale)
+    warmup_steps: int = 2000  # steps over which the pruned loss weight rises from 0.1 to 1
+    ctc_scale: float = 0.0  # weight of the optional CTC head (0 = no CTC head)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 500  # including blank (id 0)
+    blank_id: int = 0
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    joiner: JoinerConfig = field(default_factory=JoinerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    chunk_size: int = 8  # encoder frames per chunk (8 x 40 ms = 320 ms)
+    left_context: int = 64  # encoder frames of attention cache (64 x 40 ms = 2.56 s)
+
+
+def to_dict(config: Any) -> dict:
+    """A plain, JSON/pickle-friendly dict of a (nested) config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict) -> T:
+    """Rebuild a (nested) config dataclass from `to_dict` output; unknown keys are an error."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}; valid: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = known[name].type
+        sub = _CONFIG_TYPES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+_CONFIG_TYPES: dict[str, type] = {
+    c.__name__: c
+    for c in (FeatureConfig, EncoderConfig, DecoderConfig, JoinerConfig, LossConfig, ModelConfig, StreamingConfig)
+}
