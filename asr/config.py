@@ -19,6 +19,9 @@ class FeatureConfig:
     frame_length_ms: float = 25.0  # analysis window
     frame_shift_ms: float = 10.0  # hop between frames
     dither: float = 0.0  # 0 at inference; training may add a little
+    # Top edge of the mel filters; negative = offset below Nyquist. -400 is lhotse's Fbank (and
+    # so icefall's); kaldi-native-fbank's own default (0 = Nyquist) moves the top bins by ~7 log units.
+    mel_high_freq: float = -400.0
 
     @property
     def window_samples(self) -> int:

@@ -19,10 +19,6 @@ from lhotse.features.base import FeatureExtractor, register_extractor
 from asr.audio import MAX_FLOAT_PEAK, ArrayLike, validate_waveform
 from asr.config import FeatureConfig
 
-# Mel filters stop 400 Hz below Nyquist, as in lhotse's Fbank (and so in icefall recipes);
-# kaldi-native-fbank's default (0 = Nyquist) shifts the top bins by up to ~7 log units.
-MEL_HIGH_FREQ = -400.0
-
 # lhotse applies augmentation (volume perturbation, noise mixing) before extraction, which can
 # push real audio past the server's bound; int16-stored-as-float is still caught at this level.
 AUGMENTED_MAX_PEAK = 16.0
@@ -39,7 +35,7 @@ def fbank_options(config: FeatureConfig) -> knf.FbankOptions:
     # on the number of samples (see `num_frames`) and matches lhotse's duration arithmetic.
     options.frame_opts.snip_edges = False
     options.mel_opts.num_bins = config.num_mel_bins
-    options.mel_opts.high_freq = MEL_HIGH_FREQ
+    options.mel_opts.high_freq = config.mel_high_freq
     return options
 
 

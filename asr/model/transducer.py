@@ -1,0 +1,123 @@
+"""Conformer transducer: encoder, stateless decoder, joiner, pruned RNN-T (+ optional CTC) loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from asr.config import ModelConfig
+from asr.losses import get_prune_ranges, loss_scales, pruned_loss, simple_loss
+from asr.model.conformer import SUBSAMPLING_FACTOR, ConformerEncoder, EncoderOutput
+from asr.model.decoder import Decoder
+from asr.model.joiner import Joiner
+
+
+@dataclass
+class TransducerLoss:
+    loss: Tensor  # scalar, the weighted sum that is back-propagated (summed over the batch)
+    simple: Tensor  # scalar, summed over the batch
+    pruned: Tensor
+    ctc: Tensor | None
+    num_frames: int  # encoder frames in the batch, for per-frame normalisation in logs
+
+
+class Transducer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ConformerEncoder(config.encoder)
+        self.decoder = Decoder(config.vocab_size, config.blank_id, config.decoder)
+        self.joiner = Joiner(
+            self.encoder.output_dim, self.decoder.output_dim, config.joiner.d_joiner, config.vocab_size
+        )
+        # The trivial joiner of the simple loss: am + lm logits, which also yields pruning bounds.
+        self.simple_am_proj = nn.Linear(self.encoder.output_dim, config.vocab_size)
+        self.simple_lm_proj = nn.Linear(self.decoder.output_dim, config.vocab_size)
+        self.ctc_output = nn.Linear(self.encoder.output_dim, config.vocab_size) if config.loss.ctc_scale > 0 else None
+
+    @property
+    def blank_id(self) -> int:
+        return self.config.blank_id
+
+    def forward(
+        self, features: Tensor, feature_lens: Tensor, targets: Tensor, target_lens: Tensor, step: int = 0
+    ) -> TransducerLoss:
+        """Training loss. features (B, T, F) float, feature_lens (B,), targets (B, S) int64 token
+        ids padded past target_lens (B,). Dynamic chunk training picks this batch's chunking."""
+        self.validate_batch(features, feature_lens, targets, target_lens)
+        chunk_size, left_context = self.encoder.sample_chunking() if self.training else (-1, -1)
+        enc = self.encoder(features, feature_lens, chunk_size=chunk_size, left_context=left_context)
+        return self.losses(enc, targets, target_lens, step)
+
+    def losses(self, enc: EncoderOutput, targets: Tensor, target_lens: Tensor, step: int) -> TransducerLoss:
+        cfg = self.config.loss
+        blank = self.blank_id
+        dec = self.decoder(self.decoder.training_input(targets))  # (B, S + 1, Dd)
+        am = self.simple_am_proj(enc.out)  # (B, T, V)
+        lm = self.simple_lm_proj(dec)  # (B, S + 1, V)
+        simple, px, py = simple_loss(
+            am, lm, targets, enc.out_lens, target_lens, blank_id=blank,
+            lm_only_scale=cfg.lm_only_scale, am_only_scale=cfg.am_only_scale, reduction="none",
+        )
+        px_grad, py_grad = torch.autograd.grad(-simple.sum(), [px, py], retain_graph=True)
+        ranges = get_prune_ranges(px_grad, py_grad, enc.out_lens, target_lens, cfg.s_range)
+        pruned = pruned_loss(
+            self.joiner, self.joiner.encoder_proj(enc.out), self.joiner.decoder_proj(dec), targets, ranges,
+            enc.out_lens, target_lens, blank_id=blank, reduction="none",
+        )
+        simple_weight, pruned_weight = loss_scales(step, cfg.warmup_steps, cfg.simple_scale)
+        total = simple_weight * simple.sum() + pruned_weight * pruned.sum()
+        ctc = None
+        if self.ctc_output is not None:
+            log_probs = self.ctc_output(enc.out).log_softmax(-1).transpose(0, 1)  # (T, B, V)
+            ctc = F.ctc_loss(log_probs, targets, enc.out_lens, target_lens, blank=blank, reduction="sum",
+                             zero_infinity=True)
+            total = total + cfg.ctc_scale * ctc
+        return TransducerLoss(total, simple.sum(), pruned.sum(), ctc, int(enc.out_lens.sum()))
+
+    def validate_batch(self, features: Tensor, feature_lens: Tensor, targets: Tensor, target_lens: Tensor) -> None:
+        """Clear errors for malformed batches instead of an index error deep inside the loss."""
+        validate_features(features, feature_lens, self.config.encoder.num_features)
+        if targets.dim() != 2 or targets.shape[0] != features.shape[0]:
+            raise ValueError(f"targets must be (B, S) with B={features.shape[0]}, got {tuple(targets.shape)}")
+        if targets.dtype not in (torch.int32, torch.int64) or target_lens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"targets and target_lens must be integer tensors, got {targets.dtype}, {target_lens.dtype}")
+        if target_lens.shape != (features.shape[0],):
+            raise ValueError(f"target_lens must be ({features.shape[0]},), got {tuple(target_lens.shape)}")
+        empty = (target_lens <= 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"zero-length targets for utterance(s) {empty}: a transducer needs at least one token "
+                "per training utterance (filter out empty transcripts)"
+            )
+        if int(target_lens.max()) > targets.shape[1]:
+            raise ValueError(f"target_lens exceed the targets' width {targets.shape[1]}")
+        valid = torch.arange(targets.shape[1], device=targets.device)[None] < target_lens[:, None]
+        real = targets[valid]
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.config.vocab_size):
+            raise ValueError(f"target token ids must lie in [0, {self.config.vocab_size}), got [{int(real.min())}, {int(real.max())}]")
+        if real.numel() and bool((real == self.blank_id).any()):
+            raise ValueError(f"targets contain the blank id {self.blank_id}")
+
+
+def validate_features(features: Tensor, feature_lens: Tensor, num_features: int) -> None:
+    if not torch.is_tensor(features) or not features.is_floating_point():
+        raise ValueError(f"features must be a floating-point tensor, got {getattr(features, 'dtype', type(features))}")
+    if features.dim() != 3 or features.shape[-1] != num_features:
+        raise ValueError(f"features must be (B, T, {num_features}), got {tuple(features.shape)}")
+    if feature_lens.dim() != 1 or feature_lens.shape[0] != features.shape[0]:
+        raise ValueError(f"feature_lens must be ({features.shape[0]},), got {tuple(feature_lens.shape)}")
+    if feature_lens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"feature_lens must be an integer tensor, got {feature_lens.dtype}")
+    if int(feature_lens.max()) > features.shape[1]:
+        raise ValueError(f"feature_lens exceed the number of frames {features.shape[1]}")
+    short = (feature_lens < SUBSAMPLING_FACTOR).nonzero().flatten().tolist()
+    if short:
+        raise ValueError(
+            f"utterance(s) {short} have fewer than {SUBSAMPLING_FACTOR} feature frames "
+            f"({SUBSAMPLING_FACTOR * 10} ms): too short to give one encoder frame"
+        )
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features contain NaN or infinite values")
