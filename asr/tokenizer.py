@@ -98,5 +98,7 @@ def train_tokenizer(
         raise ValueError(f"sentencepiece training failed: {error}") from error
     tokenizer = Tokenizer.from_bytes(model.getvalue())
     if model_prefix is not None:
-        Path(f"{model_prefix}.model").write_bytes(model.getvalue())
+        path = Path(f"{model_prefix}.model")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(model.getvalue())
     return tokenizer

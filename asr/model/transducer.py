@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr.config import ModelConfig
-from asr.losses import get_prune_ranges, loss_scales, pruned_loss, simple_loss
+from asr.losses import loss_scales, pruned_rnnt_loss
 from asr.model.conformer import SUBSAMPLING_FACTOR, ConformerEncoder, EncoderOutput
 from asr.model.decoder import Decoder
 from asr.model.joiner import Joiner
@@ -55,27 +55,25 @@ class Transducer(nn.Module):
         cfg = self.config.loss
         blank = self.blank_id
         dec = self.decoder(self.decoder.training_input(targets))  # (B, S + 1, Dd)
-        am = self.simple_am_proj(enc.out)  # (B, T, V)
-        lm = self.simple_lm_proj(dec)  # (B, S + 1, V)
-        simple, px, py = simple_loss(
-            am, lm, targets, enc.out_lens, target_lens, blank_id=blank,
-            lm_only_scale=cfg.lm_only_scale, am_only_scale=cfg.am_only_scale, reduction="none",
+        out = pruned_rnnt_loss(
+            self.joiner,
+            am=self.simple_am_proj(enc.out),  # (B, T, V)
+            lm=self.simple_lm_proj(dec),  # (B, S + 1, V)
+            am_proj=self.joiner.encoder_proj(enc.out),  # (B, T, J)
+            lm_proj=self.joiner.decoder_proj(dec),  # (B, S + 1, J)
+            targets=targets, frame_lens=enc.out_lens, target_lens=target_lens, s_range=cfg.s_range,
+            blank_id=blank, lm_only_scale=cfg.lm_only_scale, am_only_scale=cfg.am_only_scale, reduction="sum",
         )
-        px_grad, py_grad = torch.autograd.grad(-simple.sum(), [px, py], retain_graph=True)
-        ranges = get_prune_ranges(px_grad, py_grad, enc.out_lens, target_lens, cfg.s_range)
-        pruned = pruned_loss(
-            self.joiner, self.joiner.encoder_proj(enc.out), self.joiner.decoder_proj(dec), targets, ranges,
-            enc.out_lens, target_lens, blank_id=blank, reduction="none",
-        )
+        simple, pruned = out.simple, out.pruned
         simple_weight, pruned_weight = loss_scales(step, cfg.warmup_steps, cfg.simple_scale)
-        total = simple_weight * simple.sum() + pruned_weight * pruned.sum()
+        total = simple_weight * simple + pruned_weight * pruned
         ctc = None
         if self.ctc_output is not None:
             log_probs = self.ctc_output(enc.out).log_softmax(-1).transpose(0, 1)  # (T, B, V)
             ctc = F.ctc_loss(log_probs, targets, enc.out_lens, target_lens, blank=blank, reduction="sum",
                              zero_infinity=True)
             total = total + cfg.ctc_scale * ctc
-        return TransducerLoss(total, simple.sum(), pruned.sum(), ctc, int(enc.out_lens.sum()))
+        return TransducerLoss(total, simple, pruned, ctc, int(enc.out_lens.sum()))
 
     def validate_batch(self, features: Tensor, feature_lens: Tensor, targets: Tensor, target_lens: Tensor) -> None:
         """Clear errors for malformed batches instead of an index error deep inside the loss."""

@@ -1,0 +1,56 @@
+"""Batched greedy search, up to `max_symbols_per_frame` tokens per encoder frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from asr.decoding.hypothesis import SearchState
+
+
+@dataclass(frozen=True)
+class GreedySearch:
+    max_symbols_per_frame: int = 3  # bounds the work per frame, whatever the model does
+
+    @torch.inference_mode()
+    def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState]) -> None:
+        """encoder_out (B, T, D), encoder_lens (B,): extend each stream's single hypothesis."""
+        decoder, joiner, blank = model.decoder, model.joiner, model.blank_id
+        context_size = decoder.context_size
+        device = encoder_out.device
+        enc_proj = joiner.encoder_proj(encoder_out)  # (B, T, J)
+        hyps = [s.best for s in states]
+        contexts = torch.tensor([h.context(context_size, blank) for h in hyps], device=device)
+        dec_proj = joiner.decoder_proj(decoder(contexts))[:, 0]  # (B, J)
+        lens = encoder_lens.tolist()
+        for t in range(encoder_out.shape[1]):
+            active = [b for b, n in enumerate(lens) if t < n]
+            if not active:
+                break
+            rows = torch.tensor(active, device=device)
+            for _ in range(self.max_symbols_per_frame):
+                log_probs = joiner(enc_proj[rows, t], dec_proj[rows]).log_softmax(-1)  # (N, V)
+                best_lp, best = log_probs.max(dim=-1)
+                best_lp, best = best_lp.tolist(), best.tolist()
+                emitted = []
+                for i, b in enumerate(active):
+                    frame = states[b].num_frames + t
+                    if best[i] == blank:
+                        hyps[b] = _add_log_prob(hyps[b], best_lp[i])
+                    else:
+                        hyps[b] = hyps[b].extend(best[i], frame, hyps[b].log_prob + best_lp[i])
+                        emitted.append(b)
+                if not emitted:
+                    break
+                rows_emitted = torch.tensor(emitted, device=device)
+                contexts = torch.tensor([hyps[b].context(context_size, blank) for b in emitted], device=device)
+                dec_proj[rows_emitted] = joiner.decoder_proj(decoder(contexts))[:, 0]
+                active, rows = emitted, rows_emitted
+        for b, state in enumerate(states):
+            state.hyps = [hyps[b]]
+            state.num_frames += lens[b]
+
+
+def _add_log_prob(hyp, log_prob: float):
+    return type(hyp)(hyp.tokens, hyp.frames, hyp.log_prob + log_prob)

@@ -1,0 +1,41 @@
+"""Hypotheses and per-stream search state shared by every search strategy."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: tuple[int, ...] = ()  # emitted token ids, blanks excluded
+    frames: tuple[int, ...] = ()  # encoder frame (absolute in the stream) each token was emitted on
+    log_prob: float = 0.0
+
+    def context(self, size: int, blank_id: int) -> list[int]:
+        """The last `size` tokens, left-padded with blank: the stateless decoder's input."""
+        history = list(self.tokens[-size:])
+        return [blank_id] * (size - len(history)) + history
+
+    def extend(self, token: int, frame: int, log_prob: float) -> "Hypothesis":
+        return Hypothesis(self.tokens + (token,), self.frames + (frame,), log_prob)
+
+
+@dataclass
+class SearchState:
+    """What one stream's search keeps between chunks: its hypotheses, best first."""
+
+    hyps: list[Hypothesis] = field(default_factory=lambda: [Hypothesis()])
+    num_frames: int = 0  # encoder frames consumed so far
+
+    @property
+    def best(self) -> Hypothesis:
+        return self.hyps[0]
+
+
+class Search(Protocol):
+    """A decoding strategy. `step` consumes one piece of encoder output for a batch of streams
+    (offline = one piece holding everything), so offline and streaming share one code path."""
+
+    def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState]) -> None: ...

@@ -1,0 +1,119 @@
+"""Speech in, text out, for one utterance (offline) or one live stream (chunk by chunk).
+
+Both paths share the feature extractor, the encoder and the search; streaming only adds the
+encoder state and a small feature buffer. A server batches many streams over the same pieces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from numpy.typing import ArrayLike
+
+from asr.config import StreamingConfig
+from asr.decoding import GreedySearch, Hypothesis, Search, StreamingDecoder
+from asr.features import StreamingFbank, compute_fbank
+from asr.model.conformer import SUBSAMPLING_FACTOR
+from asr.model.transducer import Transducer
+from asr.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class TokenTime:
+    token_id: int
+    piece: str
+    start: float  # seconds: start of the encoder frame the token was emitted on
+    end: float  # seconds: end of that frame
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    tokens: tuple[TokenTime, ...]
+
+
+class Recognizer:
+    def __init__(
+        self,
+        model: Transducer,
+        tokenizer: Tokenizer,
+        search: Search = GreedySearch(),
+        streaming: StreamingConfig = StreamingConfig(),
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.search = search
+        self.streaming = streaming
+        features = model.config.features
+        self.frame_seconds = SUBSAMPLING_FACTOR * features.frame_shift_ms / 1000
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def transcribe(self, samples: ArrayLike, sample_rate: int, full_context: bool = True) -> Transcript:
+        """Offline decode. full_context=False uses the streaming chunk mask (same result as `stream`)."""
+        feats = compute_fbank(samples, sample_rate, self.model.config.features).to(self.device)
+        chunk, left = (-1, -1) if full_context else (self.streaming.chunk_size, self.streaming.left_context)
+        enc = self.model.encoder(feats[None], torch.tensor([feats.shape[0]], device=self.device), chunk_size=chunk,
+                                 left_context=left)
+        decoder = StreamingDecoder(self.model, self.search, 1)
+        decoder.accept(enc.out, enc.out_lens)
+        return self.to_transcript(decoder.results[0])
+
+    def stream(self) -> "RecognitionStream":
+        return RecognitionStream(self)
+
+    def to_transcript(self, hyp: Hypothesis) -> Transcript:
+        tokens = tuple(
+            TokenTime(t, self.tokenizer.id_to_piece(t), f * self.frame_seconds, (f + 1) * self.frame_seconds)
+            for t, f in zip(hyp.tokens, hyp.frames)
+        )
+        return Transcript(self.tokenizer.decode(list(hyp.tokens)), tokens)
+
+
+class RecognitionStream:
+    """One live stream: feed audio in pieces of any size, read partial results as you go."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.recognizer = recognizer
+        model = recognizer.model
+        self.chunk_frames = SUBSAMPLING_FACTOR * recognizer.streaming.chunk_size  # feature frames per chunk
+        self.fbank = StreamingFbank(model.config.features)
+        self.encoder_state = model.encoder.init_state(1, recognizer.streaming.left_context, recognizer.device)
+        self.decoder = StreamingDecoder(model, recognizer.search, 1)
+        self.pending = torch.empty(0, model.config.features.num_mel_bins)  # features not yet encoded
+
+    @torch.inference_mode()
+    def accept_waveform(self, samples: ArrayLike, sample_rate: int) -> Transcript:
+        """Add audio; encode and decode every complete chunk; return the partial result."""
+        self.pending = torch.cat([self.pending, self.fbank.accept_waveform(samples, sample_rate)])
+        while self.pending.shape[0] >= self.chunk_frames:
+            self._encode(self.pending[: self.chunk_frames])
+            self.pending = self.pending[self.chunk_frames :]
+        return self.result
+
+    @torch.inference_mode()
+    def finish(self) -> Transcript:
+        """Flush the audio's tail (a last, shorter chunk) and return the final result."""
+        self.pending = torch.cat([self.pending, self.fbank.finish()])
+        while self.pending.shape[0] > 0:
+            self._encode(self.pending[: self.chunk_frames])
+            self.pending = self.pending[self.chunk_frames :]
+        return self.result
+
+    @property
+    def result(self) -> Transcript:
+        return self.recognizer.to_transcript(self.decoder.results[0])
+
+    def _encode(self, feats: torch.Tensor) -> None:
+        rec = self.recognizer
+        feats = feats.to(rec.device)
+        enc = rec.model.encoder(
+            feats[None], torch.tensor([feats.shape[0]], device=rec.device), state=self.encoder_state,
+            chunk_size=rec.streaming.chunk_size,
+        )
+        self.encoder_state = enc.state
+        if enc.out.shape[1]:
+            self.decoder.accept(enc.out, enc.out_lens)
