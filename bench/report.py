@@ -1,0 +1,40 @@
+"""Write benchmark rows into BENCHMARKS.md, each section a table with the command that made it."""
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def record(section: str, columns: list[str], rows: list[list[str]], note: str = "") -> None:
+    """Append `rows` to the table of `section` (created if missing), stamped with date and command."""
+    command = "python -m " + Path(sys.argv[0]).with_suffix("").relative_to(BENCHMARKS.parent).as_posix().replace("/", ".")
+    command += "".join(" " + a for a in sys.argv[1:])
+    header = ["date", "machine", *columns, "command"]
+    lines = BENCHMARKS.read_text().splitlines() if BENCHMARKS.exists() else ["# Benchmarks", ""]
+    title = f"## {section}"
+    if title not in lines:
+        lines += ["", title, ""] + ([note, ""] if note else []) + [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+    end = lines.index(title) + 1
+    while end < len(lines) and not lines[end].startswith("## "):
+        end += 1
+    while lines[end - 1].strip() == "":
+        end -= 1
+    today = datetime.date.today().isoformat()
+    new = ["| " + " | ".join([today, machine(), *row, f"`{command}`"]) + " |" for row in rows]
+    lines[end:end] = new
+    BENCHMARKS.write_text("\n".join(lines).rstrip() + "\n")

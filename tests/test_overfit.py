@@ -1,0 +1,45 @@
+"""A tiny transducer overfits a handful of espeak utterances within a minute of CPU: the loss
+falls and greedy search, offline and streaming, reproduces every transcript exactly."""
+import random
+import time
+
+import pytest
+import torch
+
+from asr.config import StreamingConfig
+from asr.demo import DIGITS, digit_strings, make_batch, tiny_config, train_steps
+from asr.model import Transducer
+from asr.recognizer import Recognizer
+from asr.tokenizer import train_tokenizer
+from recipes.synthetic.espeak import Voice, espeak_available, speak
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (make test installs it)")
+
+BUDGET_SECONDS = 60
+
+
+def test_tiny_model_overfits_a_handful_of_utterances_within_a_minute():
+    torch.manual_seed(0)
+    random.seed(0)
+    texts = digit_strings(12)
+    audios = [speak(t, Voice("en-us", "m3", speed=170)) for t in texts]
+    tokenizer = train_tokenizer(texts + list(DIGITS), vocab_size=40)
+    batch = make_batch(audios, tokenizer, texts)
+    model = Transducer(tiny_config(tokenizer.vocab_size))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    recognizer = Recognizer(model, tokenizer, streaming=StreamingConfig(chunk_size=8, left_context=32))
+    start, losses = time.time(), []
+    while time.time() - start < BUDGET_SECONDS:
+        losses += train_steps(model, optimizer, batch, 50, first_step=len(losses), progress=False)
+        offline = [recognizer.transcribe(a, 16000).text for a in audios]
+        if offline == texts:
+            break
+    elapsed = time.time() - start
+    print(f"{len(losses)} steps in {elapsed:.0f} s, pruned loss/frame {losses[0]:.3f} -> {losses[-1]:.4f}")
+    assert offline == texts, f"not overfit within {BUDGET_SECONDS} s"
+    assert losses[-1] < 0.05 * losses[0]
+    for text, audio in zip(texts, audios):
+        stream = recognizer.stream()
+        for begin in range(0, len(audio), 1600):
+            stream.accept_waveform(audio[begin : begin + 1600], 16000)
+        assert stream.finish().text == text
