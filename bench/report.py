@@ -14,7 +14,15 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
 
 
 def record(section: str, columns: list[str], rows: list[list[str]], note: str = "") -> None:

@@ -51,22 +51,21 @@ class ConvModule(nn.Module):
     def __init__(self, d_model: int, kernel_size: int, dropout: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, 1)
+        # Pointwise convs as Linear layers: same maths, and CPU GEMMs beat kernel-1 convolutions.
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model)
         # LayerNorm over channels rather than BatchNorm: per-frame, so streaming matches training.
         self.depthwise_norm = nn.LayerNorm(d_model)
-        self.pointwise_out = nn.Conv1d(d_model, d_model, 1)
+        self.pointwise_out = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, x_lens: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, T, D), cache: (B, D, K-1) -> y (B, T, D), new cache (B, D, K-1)."""
-        h = self.pointwise_in(self.norm(x).transpose(1, 2))  # (B, 2D, T)
-        h = F.glu(h, dim=1)  # (B, D, T)
+        h = F.glu(self.pointwise_in(self.norm(x)), dim=-1).transpose(1, 2)  # (B, D, T)
         new_cache = append_and_trim(cache, h, x_lens, dim=2)
         h = self.depthwise(torch.cat([cache.to(h.dtype), h], dim=2))  # (B, D, T)
         h = F.silu(self.depthwise_norm(h.transpose(1, 2)))  # (B, T, D)
-        h = self.pointwise_out(h.transpose(1, 2)).transpose(1, 2)
-        return self.dropout(h), new_cache
+        return self.dropout(self.pointwise_out(h)), new_cache
 
 
 class ConformerBlock(nn.Module):

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from asr.config import ModelConfig
 from asr.losses import loss_scales, pruned_rnnt_loss
+from asr.losses.rnnt import validate_targets_and_lengths
 from asr.model.conformer import SUBSAMPLING_FACTOR, ConformerEncoder, EncoderOutput
 from asr.model.decoder import Decoder
 from asr.model.joiner import Joiner
@@ -76,28 +77,19 @@ class Transducer(nn.Module):
         return TransducerLoss(total, simple, pruned, ctc, int(enc.out_lens.sum()))
 
     def validate_batch(self, features: Tensor, feature_lens: Tensor, targets: Tensor, target_lens: Tensor) -> None:
-        """Clear errors for malformed batches instead of an index error deep inside the loss."""
+        """Clear errors for malformed batches before any compute, not an index error deep inside."""
         validate_features(features, feature_lens, self.config.encoder.num_features)
-        if targets.dim() != 2 or targets.shape[0] != features.shape[0]:
-            raise ValueError(f"targets must be (B, S) with B={features.shape[0]}, got {tuple(targets.shape)}")
-        if targets.dtype not in (torch.int32, torch.int64) or target_lens.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"targets and target_lens must be integer tensors, got {targets.dtype}, {target_lens.dtype}")
-        if target_lens.shape != (features.shape[0],):
-            raise ValueError(f"target_lens must be ({features.shape[0]},), got {tuple(target_lens.shape)}")
-        empty = (target_lens <= 0).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(
-                f"zero-length targets for utterance(s) {empty}: a transducer needs at least one token "
-                "per training utterance (filter out empty transcripts)"
-            )
-        if int(target_lens.max()) > targets.shape[1]:
-            raise ValueError(f"target_lens exceed the targets' width {targets.shape[1]}")
-        valid = torch.arange(targets.shape[1], device=targets.device)[None] < target_lens[:, None]
-        real = targets[valid]
-        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.config.vocab_size):
-            raise ValueError(f"target token ids must lie in [0, {self.config.vocab_size}), got [{int(real.min())}, {int(real.max())}]")
-        if real.numel() and bool((real == self.blank_id).any()):
-            raise ValueError(f"targets contain the blank id {self.blank_id}")
+        if targets.dim() == 2 and target_lens.dim() == 1 and target_lens.shape[0] == targets.shape[0]:
+            empty = (target_lens <= 0).nonzero().flatten().tolist()
+            if empty:
+                raise ValueError(
+                    f"zero-length targets for utterance(s) {empty}: a transducer needs at least one token "
+                    "per training utterance (filter out empty transcripts)"
+                )
+        validate_targets_and_lengths(
+            targets, feature_lens // SUBSAMPLING_FACTOR, target_lens, features.shape[1] // SUBSAMPLING_FACTOR,
+            self.config.vocab_size, self.blank_id,
+        )
 
 
 def validate_features(features: Tensor, feature_lens: Tensor, num_features: int) -> None:
