@@ -91,6 +91,53 @@ class StreamingConfig:
     left_context: int = 64  # encoder frames of attention cache (64 x 40 ms = 2.56 s)
 
 
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = "data/librispeech"  # output of the recipe's prepare step (see recipes/librispeech)
+    train_parts: tuple[str, ...] = ("train-clean-100",)
+    valid_parts: tuple[str, ...] = ("dev-clean",)
+    test_parts: tuple[str, ...] = ("test-clean",)
+    vocab_size: int = 500  # which lang/bpe_<N>.model to use
+    max_duration: float = 200.0  # seconds of audio per batch (per process)
+    num_buckets: int = 10  # duration buckets of the dynamic bucketing sampler
+    num_workers: int = 2  # data loader processes; 0 loads in the training process
+    min_cut_seconds: float = 0.5  # shorter cuts are dropped before training
+    max_cut_seconds: float = 30.0  # longer cuts are dropped before training
+    on_the_fly_features: bool = False  # compute fbank while loading (needed for speed perturbation)
+    speed_perturb: bool = False  # lhotse 0.9x/1.1x speed perturbation (needs on-the-fly features)
+    volume_perturb: bool = False  # random gain
+    noise_cuts: str = ""  # lhotse CutSet of noise to mix in at 10-20 dB SNR; "" = none
+    spec_augment: bool = True  # time warp, frequency and time masks on training features
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-3  # peak learning rate (AdamW)
+    weight_decay: float = 1e-3
+    warmup_steps: int = 500  # linear warm-up of the learning rate
+    decay_steps: float = 5000.0  # Eden-style decay: lr * ((step/decay_steps)^2 + 1)^-0.25 ...
+    decay_epochs: float = 6.0  # ... * ((epoch/decay_epochs)^2 + 1)^-0.25
+    grad_clip: float = 5.0  # max global gradient norm
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    exp_dir: str = "exp/default"  # checkpoints, logs, decode results
+    num_epochs: int = 10
+    max_steps: int = 0  # stop after this many steps (0 = run all epochs)
+    max_minutes: float = 0.0  # stop after this much wall time (0 = no limit)
+    seed: int = 42
+    checkpoint_every: int = 500  # steps between training checkpoints (resume points)
+    keep_checkpoints: int = 5  # older step checkpoints are deleted
+    average_last: int = 3  # the final model averages this many last checkpoints
+    log_every: int = 20  # steps between CSV log rows
+    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    bf16: bool = True  # bf16 autocast on GPU (ignored on CPU)
+
+
 def to_dict(config: Any) -> dict:
     """A plain, JSON/pickle-friendly dict of a (nested) config dataclass."""
     return dataclasses.asdict(config)
@@ -114,7 +161,39 @@ def from_dict(cls: type[T], data: dict) -> T:
     return cls(**kwargs)
 
 
+def apply_overrides(config: T, overrides: dict) -> T:
+    """A copy of `config` with nested `overrides` (e.g. from YAML) applied; unknown keys are an error."""
+    known = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for name, value in overrides.items():
+        if name not in known:
+            raise ValueError(f"unknown {type(config).__name__} field {name!r}; valid: {sorted(known)}")
+        current = getattr(config, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} is a section ({type(current).__name__}); give it a mapping, got {value!r}")
+            value = apply_overrides(current, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        changes[name] = value
+    return dataclasses.replace(config, **changes)
+
+
+def dotted_override(assignment: str) -> dict:
+    """'optim.lr=1e-3' -> {'optim': {'lr': 0.001}} (the value is parsed as YAML)."""
+    import yaml
+
+    if "=" not in assignment:
+        raise ValueError(f"an override looks like section.field=value, got {assignment!r}")
+    path, raw = assignment.split("=", 1)
+    value: Any = yaml.safe_load(raw)
+    for key in reversed(path.strip().split(".")):
+        value = {key: value}
+    return value
+
+
 _CONFIG_TYPES: dict[str, type] = {
     c.__name__: c
-    for c in (FeatureConfig, EncoderConfig, DecoderConfig, JoinerConfig, LossConfig, ModelConfig, StreamingConfig)
+    for c in (FeatureConfig, EncoderConfig, DecoderConfig, JoinerConfig, LossConfig, ModelConfig, StreamingConfig,
+              DataConfig, OptimConfig, TrainConfig)
 }

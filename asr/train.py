@@ -1,0 +1,313 @@
+"""The one trainer every recipe uses: `python -m asr.train --config recipes/<name>/conf/<size>.yaml`.
+
+CPU (gloo) or GPU (nccl) through torchrun, bf16 autocast on GPU, dynamic bucketing by duration,
+SpecAugment and optional perturbation, Eden-style learning-rate schedule with warm-up, gradient
+clipping, checkpoints every N steps with exact resume, model averaging, a CSV log and a progress bar.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from asr.checkpoint import save_checkpoint
+from asr.config import TrainConfig, apply_overrides, dotted_override, from_dict, to_dict
+from asr.data.datamodule import Batch, eval_dataloader, keep_trainable, load_cuts, train_dataloader
+from asr.data.layout import DataLayout
+from asr.model.transducer import Transducer
+from asr.tokenizer import Tokenizer
+
+log = logging.getLogger("asr.train")
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every training checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # batches of `epoch` already consumed (the resume point)
+    audio_seconds: float = 0.0
+    skipped_batches: int = 0
+
+
+class EdenSchedule:
+    """Linear warm-up, then lr decays with both steps and epochs (after icefall's Eden):
+    lr * ((step/decay_steps)^2 + 1)^-1/4 * ((epoch/decay_epochs)^2 + 1)^-1/4."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def factor(self, step: int, epoch: float) -> float:
+        c = self.config
+        warmup = min(1.0, (step + 1) / max(1, c.warmup_steps))
+        by_steps = ((step / c.decay_steps) ** 2 + 1) ** -0.25
+        by_epochs = ((epoch / c.decay_epochs) ** 2 + 1) ** -0.25
+        return warmup * by_steps * by_epochs
+
+
+def setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world_size, device
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.rank, self.world_size, self.device = setup_distributed(config)
+        layout = DataLayout(Path(config.data.data_dir))
+        self.tokenizer = Tokenizer.from_file(layout.bpe_model(config.data.vocab_size))
+        # The model's vocabulary is whatever the BPE model has; the config records it.
+        config = apply_overrides(config, {"model": {"vocab_size": self.tokenizer.vocab_size,
+                                                    "blank_id": self.tokenizer.blank_id}})
+        self.config = config
+        self.exp_dir = Path(config.exp_dir)
+        self.ckpt_dir = self.exp_dir / "checkpoints"
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        self.model = Transducer(config.model).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.schedule = EdenSchedule(config.optim)
+        self.progress = Progress()
+        self.ddp = (
+            torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=False)
+            if self.world_size > 1 else self.model
+        )
+        self.autocast = self.device.type == "cuda" and config.bf16
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_training_checkpoint(self) -> Path:
+        """Everything needed to continue exactly: weights, optimiser, progress, config."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = self.ckpt_dir / f"step-{self.progress.step:08d}.pt"
+        payload = {
+            "config": to_dict(self.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "progress": vars(self.progress),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        for old in sorted(self.ckpt_dir.glob("step-*.pt"))[: -self.config.keep_checkpoints]:
+            old.unlink()
+        log.info("saved %s", path)
+        return path
+
+    def resume(self) -> bool:
+        latest = sorted(self.ckpt_dir.glob("step-*.pt"))
+        if not latest:
+            return False
+        payload = torch.load(latest[-1], map_location=self.device, weights_only=False)
+        saved = from_dict(TrainConfig, payload["config"])
+        if saved.model != self.config.model:
+            raise ValueError(f"{latest[-1]} was trained with a different model config; use a new exp_dir")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.progress = Progress(**payload["progress"])
+        log.info("resumed from %s (step %d, epoch %d, batch %d of the epoch)", latest[-1], self.progress.step,
+                 self.progress.epoch, self.progress.batches_in_epoch)
+        return True
+
+    # ---- training ----------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> dict | None:
+        """One optimisation step; returns loss figures, or None if the batch was unusable."""
+        config, progress = self.config, self.progress
+        # Per-step seeds make dropout and the dynamic chunk choice independent of history.
+        torch.manual_seed(config.seed * 1_000_003 + progress.step)
+        random.seed(config.seed * 1_000_003 + progress.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.optim.lr * self.schedule.factor(progress.step, progress.epoch)
+        batch = batch.to(self.device)
+        self.model.train()
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                out = self.ddp(batch.features, batch.feature_lens, batch.targets, batch.target_lens,
+                               step=progress.step)
+        except ValueError as error:  # one malformed batch must not end a long run
+            progress.skipped_batches += 1
+            log.warning("skipping batch %s...: %s", batch.cut_ids[:2], error)
+            return None
+        loss = out.loss / max(1, out.num_frames)
+        if not torch.isfinite(loss):
+            progress.skipped_batches += 1
+            log.warning("skipping batch with non-finite loss (cuts %s...)", batch.cut_ids[:2])
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+        self.optimizer.step()
+        progress.step += 1
+        progress.audio_seconds += batch.seconds * self.world_size
+        frames = max(1, out.num_frames)
+        return {"loss": loss.item(), "simple": out.simple.item() / frames, "pruned": out.pruned.item() / frames,
+                "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def should_stop(self, started: float) -> bool:
+        c = self.config
+        if c.max_steps and self.progress.step >= c.max_steps:
+            return True
+        return bool(c.max_minutes) and (time.time() - started) / 60 >= c.max_minutes
+
+    def train(self) -> Path:
+        config = self.config
+        if self.rank == 0:
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            (self.exp_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        self.resume()
+        all_cuts = load_cuts(config.data, config.data.train_parts).to_eager()
+        cuts = keep_trainable(all_cuts, self.tokenizer, config.data, config.model.loss.s_range).to_eager()
+        if len(cuts) < len(all_cuts):
+            log.info("dropped %d of %d training cuts (too short/long, empty, or too many tokens for their frames)",
+                     len(all_cuts) - len(cuts), len(all_cuts))
+        if not len(cuts):
+            raise ValueError(f"no trainable cuts in {config.data.train_parts}")
+        params = sum(p.numel() for p in self.model.parameters()) / 1e6
+        log.info("training %.1fM parameters on %s, %d process(es), exp %s", params, self.device, self.world_size,
+                 self.exp_dir)
+        started = time.time()
+        logger = CsvLog(self.exp_dir / "train_log.csv") if self.rank == 0 else None
+        while self.progress.epoch < config.num_epochs and not self.should_stop(started):
+            self.run_epoch(cuts, started, logger)
+            if self.should_stop(started):
+                break
+            self.progress.epoch += 1
+            self.progress.batches_in_epoch = 0
+            if self.rank == 0:
+                self.validate()
+        if self.rank == 0:
+            self.save_training_checkpoint()
+            return self.export()
+        return self.exp_dir / "final.pt"
+
+    def run_epoch(self, cuts, started: float, logger: "CsvLog | None") -> None:
+        config, progress = self.config, self.progress
+        loader = train_dataloader(cuts, self.tokenizer, config.data, config.seed, progress.epoch, self.world_size,
+                                  self.rank, skip_batches=progress.batches_in_epoch)
+        bar = tqdm(loader, desc=f"epoch {progress.epoch}", disable=self.rank != 0, initial=progress.batches_in_epoch)
+        window_audio, window_start = 0.0, time.time()
+        for batch in bar:
+            progress.batches_in_epoch += 1
+            figures = self.train_step(batch)
+            if figures is None:
+                continue
+            window_audio += batch.seconds * self.world_size
+            speed = window_audio / max(1e-6, time.time() - window_start)
+            bar.set_postfix(loss=f"{figures['loss']:.3f}", lr=f"{figures['lr']:.1e}", audio_per_s=f"{speed:.0f}")
+            if logger and progress.step % config.log_every == 0:
+                logger.write(step=progress.step, epoch=progress.epoch, **figures, audio_seconds_per_second=speed,
+                             elapsed_minutes=(time.time() - started) / 60)
+                window_audio, window_start = 0.0, time.time()
+            if self.rank == 0 and progress.step % config.checkpoint_every == 0:
+                self.save_training_checkpoint()
+            if self.should_stop(started):
+                break
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean pruned loss per frame on the validation parts (full context)."""
+        cuts = load_cuts(self.config.data, self.config.data.valid_parts)
+        cuts = keep_trainable(cuts, self.tokenizer, self.config.data, self.config.model.loss.s_range)
+        self.model.eval()
+        total, frames = 0.0, 0
+        for batch in eval_dataloader(cuts, self.tokenizer, self.config.data):
+            batch = batch.to(self.device)
+            out = self.model(batch.features, batch.feature_lens, batch.targets, batch.target_lens, step=10**9)
+            total += out.pruned.item()
+            frames += out.num_frames
+        value = total / max(1, frames)
+        log.info("epoch %d validation: pruned loss/frame %.4f", self.progress.epoch, value)
+        return value
+
+    def export(self) -> Path:
+        """The serving checkpoint: the average of the last `average_last` training checkpoints."""
+        paths = sorted(self.ckpt_dir.glob("step-*.pt"))[-self.config.average_last :]
+        averaged = average_state_dicts([torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths])
+        model = Transducer(self.config.model)
+        model.load_state_dict(averaged)
+        path = self.exp_dir / "final.pt"
+        meta = {"steps": self.progress.step, "epochs": self.progress.epoch,
+                "audio_hours_seen": self.progress.audio_seconds / 3600,
+                "averaged": [p.name for p in paths], "train_parts": list(self.config.data.train_parts)}
+        save_checkpoint(path, model, self.tokenizer, meta)
+        log.info("exported %s (average of %d checkpoints)", path, len(paths))
+        return path
+
+
+def average_state_dicts(states: list[dict]) -> dict:
+    """Element-wise mean of floating-point tensors; integer buffers come from the last state."""
+    result = {}
+    for name, value in states[-1].items():
+        if value.is_floating_point():
+            result[name] = sum(s[name].double() for s in states).div(len(states)).to(value.dtype)
+        else:
+            result[name] = value
+    return result
+
+
+class CsvLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+
+    def write(self, **row) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+    config = TrainConfig()
+    if path:
+        config = apply_overrides(config, yaml.safe_load(Path(path).read_text()) or {})
+    for item in overrides:
+        config = apply_overrides(config, dotted_override(item))
+    return config
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        description=__doc__ + "\nEvery setting is a field of asr.config.TrainConfig; a YAML file holds overrides "
+        "and --set changes single fields. --print-config shows the resolved configuration.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file of overrides, e.g. recipes/librispeech/conf/cpu-small.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one field, e.g. --set optim.lr=1e-3 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, args.set)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False))
+        return Path(config.exp_dir)
+    return Trainer(config).train()
+
+
+if __name__ == "__main__":
+    main()
