@@ -1,0 +1,168 @@
+"""Real English sentences for the synthetic corpus, normalised to LibriSpeech-style transcripts.
+
+Sources (Debian packages, read from their dictd data files):
+  devil  `dict-devil`: Ambrose Bierce, "The Devil's Dictionary" (1911), public domain.
+  gcide  `dict-gcide`: the block quotations (Dryden, Milton, Macaulay, Addison, the Bible, ...)
+         of the GNU Collaborative International Dictionary of English (GPL-2+); optional.
+
+Every sentence keeps two forms: `spoken`, the original wording with its punctuation (espeak-ng
+pauses at commas), and `text`, the transcript in LibriSpeech style (A-Z, apostrophe, single spaces).
+Sentences that espeak-ng would not read as written (digits, acronyms, Roman numerals,
+abbreviations, initials) are dropped rather than rewritten.
+"""
+from __future__ import annotations
+
+import gzip
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+DICTD_DIR = Path("/usr/share/dictd")
+SOURCES = {"devil": ("devil.dict.dz", "dict-devil"), "gcide": ("gcide.dict.dz", "dict-gcide")}
+MIN_WORDS, MAX_WORDS = 4, 40
+
+# espeak-ng expands these (Mr -> mister) or they are not words at all; a sentence holding one is dropped.
+_ABBREVIATION = re.compile(
+    r"\b(Mr|Mrs|Dr|St|Mt|Jr|Sr|Messrs|Esq|Capt|Col|Gen|Gov|Rev|Prof|Hon|No|Co|Ltd|etc|viz|vs|ib|ibid|cf|"
+    r"lib|vol|chap|ch|pp|ed|sc|adj|i\.e|e\.g|[B-HJ-NP-Z])\.",
+)
+_ENDS_WITH_ABBREVIATION = re.compile(_ABBREVIATION.pattern + r"[\"')]*$")
+_ALL_CAPS_WORD = re.compile(r"\b[A-Z]{2,}\b")  # acronyms and Roman numerals: espeak spells or counts them
+_SLUR = re.compile(r"\bniggers?\b", re.IGNORECASE)  # 1911 text; we do not synthesise slurs
+_ALLOWED_CHARS = re.compile(r"^[A-Za-z ,.;:!?'\"()&-]+$")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')]*\s+(?=[\"'(]*[A-Z])")
+# A Devil's entry opens with its headword and part of speech: "ABSOLUTE, adj.  Independent, ..."
+_HEADWORD = re.compile(r"^[A-Z][A-Z'\- ]*(?:,\s*[a-z][a-z. &]*\.)?\.?\s+")
+# GCIDE authors who wrote Middle or Early Modern English spelling that espeak-ng mangles.
+_ARCHAIC_AUTHORS = (
+    "Chaucer", "Cheucer", "Spenser", "Gower", "Wyclif", "Piers", "Rom. of R", "Mandeville", "Lydgate",
+    "Tyndale", "Skelton", "Holinshed", "Udall", "Sir T.", "Hakluyt", "Robynson", "Chapman", "Holland",
+    "Latimer", "Old Play", "Sylvester", "Foxe", "Drayton", "Fairfax", "Shak", "Beau. & Fl", "Golding",
+)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str  # transcript: upper case A-Z, apostrophe, single spaces
+    spoken: str  # what espeak-ng reads: original wording and punctuation
+    source: str  # key of SOURCES
+
+
+@dataclass(frozen=True)
+class SentenceSplits:
+    train: tuple[Sentence, ...]
+    dev: tuple[Sentence, ...]
+    test: tuple[Sentence, ...]
+
+
+def normalize_transcript(text: str) -> str:
+    """LibriSpeech style: upper case, "&" -> AND, hyphens split words, other punctuation dropped;
+    an apostrophe survives only between letters ("DEVIL'S", not "'TIS")."""
+    text = text.upper().replace("&", " AND ").replace("-", " ")
+    text = re.sub(r"[^A-Z' ]", " ", text)
+    text = re.sub(r"(?<![A-Z])'|'(?![A-Z])", " ", text)
+    return " ".join(text.split())
+
+
+def _read_dictd(source: str) -> str:
+    file_name, package = SOURCES[source]
+    path = DICTD_DIR / file_name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: install the text source with `apt-get install {package}`")
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def _clean_spoken(raw: str) -> str:
+    """Drop markup that is not speech: [etymologies], {cross-reference braces}, _italics_, "--"."""
+    text = re.sub(r"\[[^\]]*\]", " ", raw)
+    text = text.replace("{", "").replace("}", "").replace("_", "").replace("--", ", ")
+    text = re.sub(r"\s+,", ",", " ".join(text.split()))
+    return re.sub(r",+", ",", text).strip(" ,")
+
+
+def _accept(spoken: str, source: str) -> Sentence | None:
+    """The sentence if espeak-ng reads it as its transcript is written, else None."""
+    if not spoken or not spoken.lstrip("\"'(")[:1].isupper() or not re.search(r"[.!?][\"')]*$", spoken):
+        return None
+    if not _ALLOWED_CHARS.match(spoken) or _ABBREVIATION.search(spoken) or _ALL_CAPS_WORD.search(spoken):
+        return None
+    if ". ." in spoken or "''" in spoken or _SLUR.search(spoken):
+        return None
+    text = normalize_transcript(spoken)
+    if not MIN_WORDS <= len(text.split()) <= MAX_WORDS:
+        return None
+    return Sentence(text=text, spoken=spoken, source=source)
+
+
+def split_into_sentences(paragraph: str, source: str) -> list[Sentence]:
+    """Sentences of one prose paragraph that pass `_accept`."""
+    pieces: list[str] = []
+    for piece in _SENTENCE_BREAK.split(_clean_spoken(paragraph)):
+        # "St. Andrew" is split after "St."; rejoin it so the whole sentence is judged (and dropped).
+        if pieces and _ENDS_WITH_ABBREVIATION.search(pieces[-1]):
+            pieces[-1] += " " + piece
+        else:
+            pieces.append(piece)
+    accepted = (_accept(piece.strip(), source) for piece in pieces)
+    return [sentence for sentence in accepted if sentence is not None]
+
+
+def devil_sentences() -> list[Sentence]:
+    """Prose of every entry: headword and part of speech removed; verse and attributions (paragraphs
+    whose every line is indented) dropped."""
+    data = _read_dictd("devil")
+    start = data.find("\nABASEMENT, n.")  # skip the dictd header and the preface
+    sentences = []
+    for paragraph in re.split(r"\n\s*\n", data[start:]):
+        lines = paragraph.strip("\n").split("\n")
+        if all(line.startswith((" ", "\t")) for line in lines):
+            continue
+        sentences.extend(split_into_sentences(_HEADWORD.sub("", " ".join(lines).strip()), "devil"))
+    return sentences
+
+
+def gcide_sentences() -> list[Sentence]:
+    """Block quotations ("            The people contested not. --Locke.") by post-Elizabethan authors."""
+    data = _read_dictd("gcide")
+    sentences = []
+    for quotation, author in re.findall(r"\n\n((?: {9,}\S.*\n)+?)\s*--([A-Z][^\n\[]*)\n", data):
+        if author.strip().startswith(_ARCHAIC_AUTHORS):
+            continue
+        sentence = _accept(_clean_spoken(" ".join(quotation.split())), "gcide")
+        if sentence is not None:
+            sentences.append(sentence)
+    return sentences
+
+
+@lru_cache(maxsize=4)
+def load_sentences(sources: tuple[str, ...] = ("devil",)) -> tuple[Sentence, ...]:
+    """Unique sentences (by transcript) of the given sources, in a fixed order (sorted by transcript)."""
+    readers = {"devil": devil_sentences, "gcide": gcide_sentences}
+    unknown = set(sources) - set(readers)
+    if unknown:
+        raise ValueError(f"unknown text sources {sorted(unknown)}; choose from {sorted(readers)}")
+    unique: dict[str, Sentence] = {}
+    for source in sources:
+        for sentence in readers[source]():
+            unique.setdefault(sentence.text, sentence)
+    return tuple(unique[text] for text in sorted(unique))
+
+
+def vocabulary(sentences: tuple[Sentence, ...] | list[Sentence]) -> set[str]:
+    return {word for sentence in sentences for word in sentence.text.split()}
+
+
+def split_sentences(sentences: tuple[Sentence, ...], seed: int, dev_fraction: float = 0.1,
+                    test_fraction: float = 0.1) -> SentenceSplits:
+    """Disjoint train/dev/test sentence sets by a seeded shuffle, so test text is never trained on."""
+    order = list(sentences)
+    random.Random(f"sentences-{seed}").shuffle(order)
+    num_dev, num_test = round(len(order) * dev_fraction), round(len(order) * test_fraction)
+    return SentenceSplits(
+        train=tuple(order[num_dev + num_test:]),
+        dev=tuple(order[:num_dev]),
+        test=tuple(order[num_dev:num_dev + num_test]),
+    )
