@@ -75,8 +75,8 @@ def setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.rank, self.world_size, self.device = setup_distributed(config)
-        layout = DataLayout(Path(config.data.data_dir))
-        self.tokenizer = Tokenizer.from_file(layout.bpe_model(config.data.vocab_size))
+        layout = DataLayout(Path(config.data.data_dir), config.data.vocab_size)
+        self.tokenizer = Tokenizer.from_file(layout.bpe_model)
         # The model's vocabulary is whatever the BPE model has; the config records it.
         config = apply_overrides(config, {"model": {"vocab_size": self.tokenizer.vocab_size,
                                                     "blank_id": self.tokenizer.blank_id}})

@@ -15,7 +15,7 @@ from recipes.synthetic.espeak import Voice, speak
 
 def make_prepared_dir(root: Path, parts: dict[str, int], vocab_size: int = 40, seed: int = 7) -> DataLayout:
     """parts: name -> number of digit-string utterances. Writes wavs, cuts with lilcom fbank, BPE."""
-    layout = DataLayout(root)
+    layout = DataLayout(root, vocab_size)
     layout.fbank_dir.mkdir(parents=True, exist_ok=True)
     all_texts = []
     for index, (part, count) in enumerate(parts.items()):
@@ -34,5 +34,5 @@ def make_prepared_dir(root: Path, parts: dict[str, int], vocab_size: int = 40, s
         (root / "feats").mkdir(exist_ok=True)
         cuts = cuts.compute_and_store_features(KaldiNativeFbank(), root / "feats" / part, storage_type=LilcomChunkyWriter)
         cuts.to_file(layout.cuts(part))
-    train_tokenizer(all_texts + list(DIGITS), vocab_size=vocab_size, model_prefix=layout.lang_dir / f"bpe_{vocab_size}")
+    train_tokenizer(all_texts + list(DIGITS), vocab_size=vocab_size, model_prefix=layout.bpe_model.with_suffix(""))
     return layout

@@ -1,5 +1,6 @@
 """Where a prepared data directory keeps things: the contract between a recipe's prepare step
-(which writes it) and the trainer/evaluator (which read it)."""
+(which writes it) and the trainer/evaluator (which read it). Recipes may subclass it to name
+their own intermediate files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DataLayout:
-    root: Path
+    root: Path  # the prepared data directory
+    vocab_size: int = 500  # names the BPE model
 
     @property
     def manifest_dir(self) -> Path:
@@ -23,7 +25,16 @@ class DataLayout:
         return self.root / "lang"
 
     def cuts(self, part: str) -> Path:
-        return self.fbank_dir / f"cuts_{part}.jsonl.gz"
+        return self.fbank_dir / cuts_filename(part)
 
-    def bpe_model(self, vocab_size: int) -> Path:
-        return self.lang_dir / f"bpe_{vocab_size}.model"
+    @property
+    def bpe_model(self) -> Path:
+        return self.lang_dir / bpe_filename(self.vocab_size)
+
+
+def cuts_filename(part: str) -> str:
+    return f"cuts_{part}.jsonl.gz"
+
+
+def bpe_filename(vocab_size: int) -> str:
+    return f"bpe_{vocab_size}.model"

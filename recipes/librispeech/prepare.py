@@ -29,6 +29,8 @@ from lhotse.utils import fastcopy
 from tqdm.auto import tqdm
 
 from asr.config import FeatureConfig
+from asr.data.layout import DataLayout as BaseLayout
+from asr.data.layout import bpe_filename, cuts_filename
 from asr.features import KaldiNativeFbank
 from asr.tokenizer import train_tokenizer
 
@@ -61,23 +63,9 @@ SKIP_REASONS = (
 
 
 @dataclass(frozen=True)
-class DataLayout:
-    """Every path the recipe writes, derived from the output dir; the trainer finds data through it."""
-
-    root: Path  # the --output-dir
-    vocab_size: int = 500  # names the BPE model
-
-    @property
-    def manifest_dir(self) -> Path:
-        return self.root / "manifests"
-
-    @property
-    def fbank_dir(self) -> Path:
-        return self.root / "fbank"
-
-    @property
-    def lang_dir(self) -> Path:
-        return self.root / "lang"
+class DataLayout(BaseLayout):
+    """Every path the recipe writes, derived from the output dir; the trainer reads the base
+    layout's part of it (cuts, BPE model)."""
 
     @property
     def download_dir(self) -> Path:
@@ -93,9 +81,6 @@ class DataLayout:
     def skipped(self, part: str) -> Path:
         return _skipped_path(self.manifest_dir, part)
 
-    def cuts(self, part: str) -> Path:
-        return _cuts_path(self.fbank_dir, part)
-
     def features(self, part: str) -> Path:
         """Lilcom storage: ``feats_<part>.lca`` with one job, a ``feats_<part>/`` dir with several."""
         return _features_path(self.fbank_dir, part)
@@ -103,10 +88,6 @@ class DataLayout:
     @property
     def transcripts(self) -> Path:
         return _transcripts_path(self.lang_dir)
-
-    @property
-    def bpe_model(self) -> Path:
-        return _bpe_model_path(self.lang_dir, self.vocab_size)
 
 
 def _recordings_path(manifest_dir: Path, part: str) -> Path:
@@ -122,7 +103,7 @@ def _skipped_path(manifest_dir: Path, part: str) -> Path:
 
 
 def _cuts_path(fbank_dir: Path, part: str) -> Path:
-    return fbank_dir / f"cuts_{part}.jsonl.gz"
+    return fbank_dir / cuts_filename(part)
 
 
 def _features_path(fbank_dir: Path, part: str) -> Path:
@@ -134,7 +115,7 @@ def _transcripts_path(lang_dir: Path) -> Path:
 
 
 def _bpe_model_path(lang_dir: Path, vocab_size: int) -> Path:
-    return lang_dir / f"bpe_{vocab_size}.model"
+    return lang_dir / bpe_filename(vocab_size)
 
 
 # ----------------------------------------------------------------------------- parts
