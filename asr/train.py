@@ -147,14 +147,10 @@ class Trainer:
                 out = self.ddp(batch.features, batch.feature_lens, batch.targets, batch.target_lens,
                                step=progress.step)
         except ValueError as error:  # one malformed batch must not end a long run
-            progress.skipped_batches += 1
-            log.warning("skipping batch %s...: %s", batch.cut_ids[:2], error)
-            return None
+            return self.skip_batch(batch, str(error))
         loss = out.loss / max(1, out.num_frames)
         if not torch.isfinite(loss):
-            progress.skipped_batches += 1
-            log.warning("skipping batch with non-finite loss (cuts %s...)", batch.cut_ids[:2])
-            return None
+            return self.skip_batch(batch, "non-finite loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
@@ -165,11 +161,30 @@ class Trainer:
         return {"loss": loss.item(), "simple": out.simple.item() / frames, "pruned": out.pruned.item() / frames,
                 "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
 
+    def skip_batch(self, batch: Batch, reason: str) -> None:
+        """Count and log an unusable batch. Under DDP the other ranks are already waiting in the
+        gradient all-reduce, so join it with zero gradients instead of leaving them hanging."""
+        self.progress.skipped_batches += 1
+        log.warning("skipping batch %s...: %s", batch.cut_ids[:2], reason)
+        if self.world_size > 1:
+            self.optimizer.zero_grad(set_to_none=True)
+            zero = sum(p.sum() for p in self.ddp.parameters()) * 0.0
+            zero.backward()
+            self.optimizer.zero_grad(set_to_none=True)
+        return None
+
     def should_stop(self, started: float) -> bool:
         c = self.config
         if c.max_steps and self.progress.step >= c.max_steps:
             return True
-        return bool(c.max_minutes) and (time.time() - started) / 60 >= c.max_minutes
+        if not c.max_minutes:
+            return False
+        out_of_time = (time.time() - started) / 60 >= c.max_minutes
+        if self.world_size > 1:  # every rank must stop at the same step, so rank 0's clock decides
+            flag = torch.tensor([float(out_of_time)], device=self.device)
+            dist.broadcast(flag, src=0)
+            out_of_time = bool(flag.item())
+        return out_of_time
 
     def train(self) -> Path:
         config = self.config

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from asr.config import StreamingConfig
 from asr.decoding import GreedySearch, ModifiedBeamSearch, StreamingDecoder, decode, make_search
 from asr.model import Transducer
 from tests.conftest import small_config

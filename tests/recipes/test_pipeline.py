@@ -1,0 +1,27 @@
+"""The recipe end to end at toy scale: generate a few utterances -> prepare (lhotse manifests,
+features, BPE) -> train a few steps -> decode -> WER table, through the same command users run."""
+import re
+
+import pytest
+
+from asr.checkpoint import load_checkpoint
+from recipes.synthetic import run
+from recipes.synthetic.espeak import espeak_available
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (make test installs it)")
+
+
+def test_generate_prepare_train_decode_at_toy_scale(tmp_path):
+    work, exp = tmp_path / "work", tmp_path / "exp"
+    run.main(["--work-dir", str(work), "--exp-dir", str(exp), "--config", "recipes/librispeech/conf/tiny.yaml",
+              "--train-utterances", "10", "--eval-utterances", "3", "--max-minutes", "0", "--no-record"])
+    assert (work / "corpus" / "LibriSpeech" / "train-clean-100").is_dir()
+    assert (work / "prepared" / "fbank" / "cuts_test-clean.jsonl.gz").exists()
+    table = (exp / "wer.md").read_text()
+    rows = re.findall(r"\| test-clean \| (greedy-\S+) \| ([0-9.]+) \|", table)
+    assert {name for name, _ in rows} == {"greedy-offline", "greedy-chunk320ms"}
+    assert all(0.0 <= float(wer) <= 100.0 for _, wer in rows)
+    assert (exp / "errors-test-clean-greedy-chunk320ms.txt").read_text().count("\n") == 4  # header + 3 utts
+    ckpt = load_checkpoint(exp / "final.pt")
+    assert set(ckpt.meta["wer"]) == {"test-clean/greedy-offline", "test-clean/greedy-chunk320ms"}
+    assert ckpt.meta["steps"] > 0
