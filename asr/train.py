@@ -158,8 +158,10 @@ class Trainer:
         progress.step += 1
         progress.audio_seconds += batch.seconds * self.world_size
         frames = max(1, out.num_frames)
-        return {"loss": loss.item(), "simple": out.simple.item() / frames, "pruned": out.pruned.item() / frames,
-                "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
+        figures = {"loss": loss.item(), "simple": out.simple.item() / frames, "pruned": out.pruned.item() / frames}
+        if out.ctc is not None:
+            figures["ctc"] = out.ctc.item() / frames
+        return {**figures, "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def skip_batch(self, batch: Batch, reason: str) -> None:
         """Count and log an unusable batch. Under DDP the other ranks are already waiting in the
@@ -199,6 +201,11 @@ class Trainer:
                      len(all_cuts) - len(cuts), len(all_cuts))
         if not len(cuts):
             raise ValueError(f"no trainable cuts in {config.data.train_parts}")
+        if self.progress.step == 0:  # a fresh run; a resumed one has the statistics in its checkpoint
+            mean, std = feature_stats(cuts)
+            self.model.encoder.input_norm.set_stats(mean.to(self.device), std.to(self.device))
+            log.info("input normalisation from training features: mean %.2f, std %.2f (averaged over bins)",
+                     float(mean.mean()), float(std.mean()))
         params = sum(p.numel() for p in self.model.parameters()) / 1e6
         log.info("training %.1fM parameters on %s, %d process(es), exp %s", params, self.device, self.world_size,
                  self.exp_dir)
@@ -271,6 +278,28 @@ class Trainer:
         return path
 
 
+def feature_stats(cuts, max_cuts: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std of the features of up to `max_cuts` training cuts (on the fly if needed)."""
+    from asr.features import KaldiNativeFbank
+
+    total, total_sq, frames = None, None, 0
+    extractor = None
+    for index, cut in enumerate(cuts):
+        if index >= max_cuts:
+            break
+        if cut.has_features:
+            feats = torch.from_numpy(cut.load_features()).double()
+        else:
+            extractor = extractor or KaldiNativeFbank()
+            feats = torch.from_numpy(cut.compute_features(extractor)).double()
+        total = feats.sum(0) if total is None else total + feats.sum(0)
+        total_sq = (feats**2).sum(0) if total_sq is None else total_sq + (feats**2).sum(0)
+        frames += feats.shape[0]
+    mean = total / frames
+    std = (total_sq / frames - mean**2).clamp(min=1e-6).sqrt()
+    return mean.float(), std.float()
+
+
 def average_state_dicts(states: list[dict]) -> dict:
     """Element-wise mean of floating-point tensors; integer buffers come from the last state."""
     result = {}
@@ -285,7 +314,6 @@ def average_state_dicts(states: list[dict]) -> dict:
 class CsvLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fields: list[str] | None = None
 
     def write(self, **row) -> None:
         new = not self.path.exists()

@@ -69,6 +69,8 @@ def test_training_writes_log_checkpoints_and_a_self_contained_final_model(data_d
     assert rows[0].startswith("step,epoch,loss") and len(rows) == 5
     ckpt = load_checkpoint(final)
     assert ckpt.meta["steps"] == 8 and ckpt.meta["averaged"] == ["step-00000004.pt", "step-00000008.pt"]
+    norm = ckpt.model.encoder.input_norm  # global CMVN from the training features travels in the checkpoint
+    assert float(norm.mean.mean()) < -1.0 and 0.05 < float(norm.inv_std.mean()) < 1.0
     assert ckpt.tokenizer.vocab_size == ckpt.model.config.vocab_size
     assert (tmp_path / "config.yaml").exists()
 
@@ -93,3 +95,41 @@ def test_averaging_is_elementwise_mean():
     a, b = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(2)}, {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(4)}
     avg = average_state_dicts([a, b])
     assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and avg["n"] == 4
+
+
+def test_torchrun_ddp_on_cpu_with_gloo_trains_in_lockstep(data_dir, tmp_path):
+    """Two ranks, each with its own share of the batches, stop together and export one model."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(TINY))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "asr.train", "--config", str(config_file), "--set", f"data.data_dir={data_dir}",
+               "--set", f"exp_dir={tmp_path / 'exp'}", "--set", "max_steps=6", "--set", "device=cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stderr
+    ckpt = load_checkpoint(tmp_path / "exp" / "final.pt")
+    assert ckpt.meta["steps"] == 6
+
+
+def test_on_the_fly_features_with_speed_and_volume_perturbation_give_batches(data_dir):
+    from asr.data.datamodule import load_cuts, train_dataloader
+    from asr.tokenizer import Tokenizer
+
+    config = _config(data_dir, Path("unused"))
+    data = dataclasses.replace(config.data, on_the_fly_features=True, speed_perturb=True, volume_perturb=True)
+    tokenizer = Tokenizer.from_file(data_dir / "lang" / "bpe_40.model")
+    cuts = load_cuts(data, ("train",)).to_eager()
+    batches = list(train_dataloader(cuts, tokenizer, data, seed=1, epoch=0))
+    assert sum(len(b.cut_ids) for b in batches) == len(cuts)
+    for batch in batches:
+        assert batch.features.shape[0] == len(batch.cut_ids) and batch.features.shape[2] == 80
+        assert int(batch.feature_lens.max()) == batch.features.shape[1]
+        assert all(0 < n for n in batch.target_lens.tolist())
+    with pytest.raises(ValueError, match="on_the_fly_features"):
+        train_dataloader(cuts, tokenizer, dataclasses.replace(data, on_the_fly_features=False), seed=1, epoch=0)

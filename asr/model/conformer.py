@@ -129,10 +129,30 @@ def chunk_attention_mask(
     return mask
 
 
+class FeatureNorm(nn.Module):
+    """Global per-bin mean/variance normalisation of the input features (CMVN). The statistics are
+    buffers, set once from training data (`set_stats`) and saved in every checkpoint; per frame, so
+    streaming and offline normalise identically. Identity until set."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_features))
+        self.register_buffer("inv_std", torch.ones(num_features))
+
+    @torch.no_grad()
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        self.mean.copy_(mean)
+        self.inv_std.copy_(1.0 / std.clamp(min=1e-3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) * self.inv_std
+
+
 class ConformerEncoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
+        self.input_norm = FeatureNorm(config.num_features)
         self.subsampling = Conv2dSubsampling(config.num_features, config.d_model, config.subsampling_channels)
         self.rotary = RotaryEmbedding(config.d_model // config.num_heads, config.rotary_base)
         self.dropout = nn.Dropout(config.dropout)
@@ -193,7 +213,7 @@ class ConformerEncoder(nn.Module):
             state = self.init_state(x.shape[0], 0, x.device)
         else:
             left_context = state.layers[0].key.shape[2] if state.layers else 0
-        h, h_lens, sub_cache = self.subsampling(x, x_lens, state.subsampling)
+        h, h_lens, sub_cache = self.subsampling(self.input_norm(x), x_lens, state.subsampling)
         h = self.dropout(h)
         num_new = h.shape[1]
         positions = state.num_frames[:, None] + torch.arange(num_new, device=h.device)  # (B, T')

@@ -17,10 +17,12 @@ corpus is the same whatever the worker count, and growing a split keeps its firs
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -292,14 +294,49 @@ def _prune(split_dir: Path, keep: set[Path]) -> None:
             directory.rmdir()
 
 
+MIN_HELD_OUT_SENTENCES = 20  # toy corpora: below this many in-vocabulary sentences, take the fewest-OOV ones
+
+
+def in_vocabulary(sentences: Sequence[Sentence], training_words: set[str]) -> tuple[Sentence, ...]:
+    """Held-out sentences whose words all occur in the training transcripts, as LibriSpeech's test
+    text is unseen but almost entirely in-vocabulary (~1% OOV). A 2-hour corpus from one book
+    would otherwise put ~18% of test words outside anything the model heard, and the WER would
+    measure text coverage rather than recognition of unseen voices."""
+    oov = [sum(word not in training_words for word in s.text.split()) for s in sentences]
+    kept = tuple(s for s, n in zip(sentences, oov) if n == 0)
+    if len(kept) >= min(MIN_HELD_OUT_SENTENCES, len(sentences)):
+        return kept
+    ranked = sorted(range(len(sentences)), key=lambda i: (oov[i], i))[:MIN_HELD_OUT_SENTENCES]
+    return tuple(sentences[i] for i in sorted(ranked))
+
+
+def _plan_hashes(plan: list[Utterance]) -> dict[str, str]:
+    """relative flac path -> hash of what it must contain (spoken text and voice)."""
+    return {str(u.relative_path): hashlib.sha1(f"{u.spoken}|{u.speaker}".encode()).hexdigest() for u in plan}
+
+
 def generate_split(corpus_dir: Path, split: str, plan: list[Utterance], map_jobs: Mapper) -> SplitReport:
-    """Write one split's flacs (skipping finished ones), trans.txt files and `.completed` marker."""
+    """Write one split's flacs (skipping finished ones), trans.txt files and `.completed` marker.
+
+    A split remembers what each flac holds (`.plan.json`): a file whose planned text or voice
+    changed is removed rather than kept under a new transcript; unchanged files survive, so a
+    growing split keeps its first utterances."""
     split_dir = corpus_dir / split
     marker = split_dir / ".completed"
+    plan_file = split_dir / ".plan.json"
+    hashes = _plan_hashes(plan)
+    previous = _read_json(plan_file)
+    if previous is None and split_dir.exists():
+        shutil.rmtree(split_dir)  # made before plans were recorded: contents unknown
+    for path, old_hash in (previous or {}).items():
+        if hashes.get(path) != old_hash:
+            (split_dir / path).unlink(missing_ok=True)
     done = _read_json(marker)
-    if done is not None and done["num_utterances"] == len(plan):
+    if done is not None and previous == hashes:
         return SplitReport(split, len(plan), len(done["speaker_seconds"]), done["seconds"])
     marker.unlink(missing_ok=True)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(plan_file, json.dumps(hashes))
     for directory in {split_dir / u.relative_path.parent for u in plan}:
         directory.mkdir(parents=True, exist_ok=True)
     jobs = [(u.spoken, u.speaker.voice, str(split_dir / u.relative_path)) for u in plan]
@@ -440,14 +477,26 @@ def generate_corpus(out_dir: Path | str, config: CorpusConfig = CorpusConfig(),
     split_sentences_of = {"train": sentence_splits.train, "dev": sentence_splits.dev, "test": sentence_splits.test}
     workers = workers or os.cpu_count() or 1
     corpus_dir = out_dir / "LibriSpeech"
+    budgets = config.split_budgets()
+    plans = {split: plan_split(split, seconds, count, split_sentences_of["train"], config.seed)
+             for split, (seconds, count) in budgets.items() if VOICE_GROUP[split] == "train"}
+    training_words = {word for plan in plans.values() for u in plan for word in u.text.split()}
+    # Train-pool sentences this corpus never speaks are unseen text too: share them between dev and
+    # test, which then have enough fully in-vocabulary sentences to choose from.
+    spoken = "|".join(u.text for plan in plans.values() for u in plan)
+    spare = [sentence for sentence in sentence_splits.train if sentence.text not in spoken]
+    for offset, group in enumerate(("dev", "test")):
+        split_sentences_of[group] = in_vocabulary(split_sentences_of[group] + tuple(spare[offset::2]), training_words)
     with Pool(workers) if workers > 1 else nullcontext() as pool:  # workers == 1: run in this process
         map_jobs = _mapper(pool)
         split_reports = []
-        for split, (seconds, count) in config.split_budgets().items():
-            plan = plan_split(split, seconds, count, split_sentences_of[VOICE_GROUP[split]], config.seed)
+        for split, (seconds, count) in budgets.items():
+            plan = plans.get(split) or plan_split(split, seconds, count, split_sentences_of[VOICE_GROUP[split]],
+                                                  config.seed)
             split_reports.append(generate_split(corpus_dir, split, plan, map_jobs))
         write_speakers_txt(corpus_dir, config.seed)
-        long_form = generate_long_form(out_dir, config, sentence_splits.test, map_jobs) if config.long_form else []
+        long_form = (generate_long_form(out_dir, config, split_sentences_of["test"], map_jobs)
+                     if config.long_form else [])
     return CorpusReport(tuple(split_reports), tuple(long_form))
 
 

@@ -98,3 +98,13 @@ def test_streaming_rejects_unbounded_left_context():
 def test_encoder_rejects_wrong_feature_dimension():
     with pytest.raises(ValueError, match="80"):
         _encoder()(torch.randn(1, 40, 64), torch.tensor([40]))
+
+
+def test_streaming_equals_offline_with_input_normalisation_set():
+    encoder = _encoder()
+    encoder.input_norm.set_stats(torch.randn(80) * 3 - 6, torch.rand(80) * 4 + 1)
+    x, lens = torch.randn(2, 130, 80) * 4 - 6, torch.tensor([130, 101])
+    full = encoder(x, lens, chunk_size=4, left_context=8)
+    streamed, _ = _stream(encoder, x, lens, chunk=4, left=8)
+    for b, n in enumerate(full.out_lens.tolist()):
+        assert (streamed[b, :n] - full.out[b, :n]).abs().max() <= 1e-4

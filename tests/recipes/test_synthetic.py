@@ -1,5 +1,6 @@
 """The synthetic corpus: LibriSpeech's layout (lhotse reads it unchanged), determinism, held-out
 voices and text, long-form recordings. Tiny corpora, so the whole file runs in seconds."""
+import json
 import re
 from pathlib import Path
 
@@ -131,5 +132,36 @@ def test_long_form_length_is_in_range_and_its_transcript_joins_its_segments(corp
     assert all(s < e <= duration for s, e in zip(starts, ends))
     assert all(e < s for e, s in zip(ends, starts[1:]))  # pauses between utterances
     assert Path(f"{recording}.txt").read_text().strip() == " ".join(r[2] for r in rows)
-    test_sentences = {s.text for s in split_sentences(load_sentences(), seed=0).test}
-    assert all(r[2] in test_sentences for r in rows)
+    # held-out text: never part of any training utterance
+    trained = "|".join(_transcripts(corpus / "LibriSpeech" / "train-clean-100").values())
+    assert all(r[2] not in trained for r in rows)
+
+
+def test_held_out_sentences_are_in_vocabulary_with_a_fewest_oov_fallback_for_toy_corpora():
+    from recipes.synthetic.generate import MIN_HELD_OUT_SENTENCES, in_vocabulary
+    from recipes.synthetic.text import Sentence
+
+    def sentence(text):
+        return Sentence(text, text.lower(), "test")
+
+    training_words = {"THE", "CAT", "SAT", "ON", "MAT"}
+    known = [sentence("THE CAT SAT"), sentence("ON THE MAT")] * MIN_HELD_OUT_SENTENCES
+    unknown = [sentence("THE DOG SAT"), sentence("A DOG ATE THE MAT")]
+    assert in_vocabulary(unknown + known, training_words) == tuple(known)
+    # too few fully known sentences: the ones with the fewest unknown words, in their original order
+    assert in_vocabulary(unknown + known[:1], training_words) == (unknown[0], unknown[1], known[0])
+
+
+def test_a_changed_plan_replaces_stale_audio_instead_of_keeping_it(tmp_path):
+    config = CorpusConfig(train_utterances=3, dev_minutes=0, test_minutes=0, long_form=0)
+    generate_corpus(tmp_path, config, workers=1)
+    split_dir = tmp_path / "LibriSpeech" / "train-clean-100"
+    plan = split_dir / ".plan.json"
+    hashes = json.loads(plan.read_text())
+    path = next(iter(hashes))
+    hashes[path] = "0" * 40  # as if this flac had been planned with other words or another voice
+    plan.write_text(json.dumps(hashes))
+    flac = split_dir / path
+    flac.write_bytes(b"stale")
+    generate_corpus(tmp_path, config, workers=1)
+    assert sf.info(flac).samplerate == 16000  # regenerated, not kept
