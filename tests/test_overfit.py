@@ -15,7 +15,9 @@ from recipes.synthetic.espeak import Voice, espeak_available, speak
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (make test installs it)")
 
-BUDGET_SECONDS = 60
+# "Within a minute" of this 2-core CPU, counted as CPU time of all threads (2 x 60 s), so that
+# other load on the machine (a parallel job, a busy CI host) cannot fail the test.
+BUDGET_CPU_SECONDS = 120
 
 
 def test_tiny_model_overfits_a_handful_of_utterances_within_a_minute():
@@ -28,15 +30,15 @@ def test_tiny_model_overfits_a_handful_of_utterances_within_a_minute():
     model = Transducer(tiny_config(tokenizer.vocab_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     recognizer = Recognizer(model, tokenizer, streaming=StreamingConfig(chunk_size=8, left_context=32))
-    start, losses = time.time(), []
-    while time.time() - start < BUDGET_SECONDS:
+    start, losses = time.process_time(), []
+    while time.process_time() - start < BUDGET_CPU_SECONDS:
         losses += train_steps(model, optimizer, batch, 50, first_step=len(losses), progress=False)
         offline = [recognizer.transcribe(a, 16000).text for a in audios]
         if offline == texts:
             break
-    elapsed = time.time() - start
-    print(f"{len(losses)} steps in {elapsed:.0f} s, pruned loss/frame {losses[0]:.3f} -> {losses[-1]:.4f}")
-    assert offline == texts, f"not overfit within {BUDGET_SECONDS} s"
+    elapsed = time.process_time() - start
+    print(f"{len(losses)} steps in {elapsed:.0f} CPU s, pruned loss/frame {losses[0]:.3f} -> {losses[-1]:.4f}")
+    assert offline == texts, f"not overfit within {BUDGET_CPU_SECONDS} CPU seconds"
     assert losses[-1] < 0.05 * losses[0]
     for text, audio in zip(texts, audios):
         stream = recognizer.stream()
