@@ -12,7 +12,6 @@ import argparse
 import logging
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import DecoderConfig, EncoderConfig, JoinerConfig, LossConfig, ModelConfig, StreamingConfig
+from asr.data.datamodule import Batch
 from asr.decoding import GreedySearch, ModifiedBeamSearch
 from asr.features import compute_fbank
 from asr.model.transducer import Transducer
@@ -60,20 +60,13 @@ def tiny_config(vocab_size: int) -> ModelConfig:
     )
 
 
-@dataclass
-class Batch:
-    features: torch.Tensor  # (B, T, F)
-    feature_lens: torch.Tensor  # (B,)
-    targets: torch.Tensor  # (B, S)
-    target_lens: torch.Tensor  # (B,)
-
-
 def make_batch(audios: list[np.ndarray], tokenizer: Tokenizer, texts: list[str]) -> Batch:
     feats = [compute_fbank(a, 16000) for a in audios]
     tokens = [tokenizer.encode(t) for t in texts]
     features = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
     targets = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in tokens], batch_first=True)
-    return Batch(features, torch.tensor([f.shape[0] for f in feats]), targets, torch.tensor([len(t) for t in tokens]))
+    return Batch(features, torch.tensor([f.shape[0] for f in feats]), targets, torch.tensor([len(t) for t in tokens]),
+                 list(texts), [f"demo-{i}" for i in range(len(texts))], sum(len(a) for a in audios) / 16000)
 
 
 def train_steps(

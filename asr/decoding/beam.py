@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.decoding.hypothesis import Hypothesis, SearchState
+from asr.decoding.hypothesis import Hypothesis, SearchState, project_contexts
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,7 @@ class ModifiedBeamSearch:
     @torch.inference_mode()
     def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState]) -> None:
         """encoder_out (B, T, D), encoder_lens (B,): advance every stream's beam frame by frame."""
-        decoder, joiner, blank = model.decoder, model.joiner, model.blank_id
-        context_size = decoder.context_size
+        joiner, blank = model.joiner, model.blank_id
         device = encoder_out.device
         enc_proj = joiner.encoder_proj(encoder_out)  # (B, T, J)
         lens = encoder_lens.tolist()
@@ -32,8 +31,7 @@ class ModifiedBeamSearch:
             if not active:
                 break
             flat = [(b, h) for b in active for h in states[b].hyps]  # every hypothesis of every stream
-            contexts = torch.tensor([h.context(context_size, blank) for _, h in flat], device=device)
-            dec_proj = joiner.decoder_proj(decoder(contexts))[:, 0]  # (N, J)
+            dec_proj = project_contexts(model, [h for _, h in flat], device)  # (N, J)
             stream_rows = torch.tensor([b for b, _ in flat], device=device)
             log_probs = joiner(enc_proj[stream_rows, t], dec_proj).log_softmax(-1)  # (N, V)
             scores = log_probs + torch.tensor([h.log_prob for _, h in flat], device=device)[:, None]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.decoding.hypothesis import SearchState
+from asr.decoding.hypothesis import Hypothesis, SearchState, project_contexts
 
 
 @dataclass(frozen=True)
@@ -16,13 +16,11 @@ class GreedySearch:
     @torch.inference_mode()
     def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState]) -> None:
         """encoder_out (B, T, D), encoder_lens (B,): extend each stream's single hypothesis."""
-        decoder, joiner, blank = model.decoder, model.joiner, model.blank_id
-        context_size = decoder.context_size
+        joiner, blank = model.joiner, model.blank_id
         device = encoder_out.device
         enc_proj = joiner.encoder_proj(encoder_out)  # (B, T, J)
         hyps = [s.best for s in states]
-        contexts = torch.tensor([h.context(context_size, blank) for h in hyps], device=device)
-        dec_proj = joiner.decoder_proj(decoder(contexts))[:, 0]  # (B, J)
+        dec_proj = project_contexts(model, hyps, device)  # (B, J)
         lens = encoder_lens.tolist()
         for t in range(encoder_out.shape[1]):
             active = [b for b, n in enumerate(lens) if t < n]
@@ -37,20 +35,16 @@ class GreedySearch:
                 for i, b in enumerate(active):
                     frame = states[b].num_frames + t
                     if best[i] == blank:
-                        hyps[b] = _add_log_prob(hyps[b], best_lp[i])
+                        hyps[b] = Hypothesis(hyps[b].tokens, hyps[b].frames, hyps[b].log_prob + best_lp[i])
                     else:
                         hyps[b] = hyps[b].extend(best[i], frame, hyps[b].log_prob + best_lp[i])
                         emitted.append(b)
                 if not emitted:
                     break
                 rows_emitted = torch.tensor(emitted, device=device)
-                contexts = torch.tensor([hyps[b].context(context_size, blank) for b in emitted], device=device)
-                dec_proj[rows_emitted] = joiner.decoder_proj(decoder(contexts))[:, 0]
+                dec_proj[rows_emitted] = project_contexts(model, [hyps[b] for b in emitted], device)
                 active, rows = emitted, rows_emitted
         for b, state in enumerate(states):
             state.hyps = [hyps[b]]
             state.num_frames += lens[b]
 
-
-def _add_log_prob(hyp, log_prob: float):
-    return type(hyp)(hyp.tokens, hyp.frames, hyp.log_prob + log_prob)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 
@@ -32,6 +33,14 @@ class SearchState:
     @property
     def best(self) -> Hypothesis:
         return self.hyps[0]
+
+
+def project_contexts(model, hyps: list["Hypothesis"], device: torch.device) -> Tensor:
+    """The joiner's decoder-side input for each hypothesis, (N, J): the stateless decoder on its
+    last `context_size` tokens, projected once so every frame's joint step reuses it."""
+    size, blank = model.decoder.context_size, model.blank_id
+    contexts = torch.tensor([h.context(size, blank) for h in hyps], device=device)  # (N, context)
+    return model.joiner.decoder_proj(model.decoder(contexts))[:, 0]
 
 
 class Search(Protocol):
