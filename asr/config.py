@@ -173,10 +173,44 @@ def apply_overrides(config: T, overrides: dict) -> T:
             if not isinstance(value, dict):
                 raise ValueError(f"{name} is a section ({type(current).__name__}); give it a mapping, got {value!r}")
             value = apply_overrides(current, value)
-        elif isinstance(value, list):
-            value = tuple(value)
+        else:
+            value = _coerce(f"{type(config).__name__}.{name}", current, value)
         changes[name] = value
     return dataclasses.replace(config, **changes)
+
+
+def _coerce(where: str, current: Any, value: Any) -> Any:
+    """`value` converted to the type of the field's current value, or a clear error.
+
+    YAML reads `1.0e9` (no sign in the exponent) as a string and `3` as an int; both are fine for a
+    float field. A string where a number belongs, or a number where a flag belongs, is an error.
+    """
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} is a list; got {value!r}")
+        return tuple(_coerce(f"{where}[{i}]", current[0], v) if current else v for i, v in enumerate(value))
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} is true/false; got {value!r}")
+        return value
+    if isinstance(current, (int, float)):
+        want = type(current)
+        if isinstance(value, bool):
+            raise ValueError(f"{where} is a number; got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueError(f"{where} is a number; got {value!r}") from None
+        if not isinstance(number, (int, float)):
+            raise ValueError(f"{where} is a number; got {value!r}")
+        if want is int:
+            if float(number) != int(number):
+                raise ValueError(f"{where} is a whole number; got {value!r}")
+            return int(number)
+        return float(number)
+    if isinstance(current, str) and not isinstance(value, str):
+        raise ValueError(f"{where} is text; got {value!r}")
+    return value
 
 
 def dotted_override(assignment: str) -> dict:

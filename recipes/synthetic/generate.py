@@ -37,7 +37,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from recipes.synthetic.espeak import Voice, installed_variants, limit_peak, speak, trim_silence
-from recipes.synthetic.text import Sentence, load_sentences, split_sentences
+from recipes.synthetic.text import Sentence, load_sentences, split_sentences, to_phrases
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class CorpusConfig:
     test_utterances: int | None = None
     long_form: int = 2  # number of long-form recordings
     long_form_minutes: tuple[float, float] = (5.0, 5.0)  # each long-form recording's length: min, max
+    max_words: int = 0  # cut longer sentences at clause punctuation into phrases (0: whole sentences)
+    utterance_seconds: tuple[float, float] = (2.0, 20.0)  # each utterance's target length: short texts get followers
 
     def split_budgets(self) -> dict[str, tuple[float, int | None]]:
         """split -> (target seconds, utterance count or None); splits with neither are left out."""
@@ -186,10 +188,12 @@ def _sentence_order(seed: int, split: str, epoch: int, num_sentences: int) -> tu
     return tuple(order)
 
 
-def plan_utterance(split: str, index: int, sentences: Sequence[Sentence], seed: int) -> Utterance:
+def plan_utterance(split: str, index: int, sentences: Sequence[Sentence], seed: int,
+                   spread: tuple[float, float] = (2.0, 20.0)) -> Utterance:
     """Utterance `index` of `split`: speakers take turns; each speaker's utterances fill chapters of
     UTTERANCES_PER_CHAPTER. The first sentence walks a seeded shuffle of the split's sentences (so all
-    are used before any repeats); short ones get up to two random followers for a 2-20 s spread."""
+    are used before any repeats); short ones get up to two random followers towards a target length
+    drawn from `spread` (seconds), never past its upper end."""
     speakers = build_speakers(seed)[split]
     speaker = speakers[index % len(speakers)]
     turn = index // len(speakers)
@@ -197,12 +201,12 @@ def plan_utterance(split: str, index: int, sentences: Sequence[Sentence], seed: 
     rng = random.Random(f"utterance-{seed}-{split}-{index}")
     epoch, position = divmod(index, len(sentences))
     chosen = [sentences[_sentence_order(seed, split, epoch, len(sentences))[position]]]
-    target = rng.uniform(2.0, 20.0)
+    target = rng.uniform(*spread)
 
     speed = speaker.voice.speed
     while len(chosen) < MAX_JOINED_SENTENCES and estimate_seconds(chosen, speed) < target:
         follower = sentences[rng.randrange(len(sentences))]
-        if estimate_seconds(chosen + [follower], speed) > 20.0:
+        if estimate_seconds(chosen + [follower], speed) > spread[1]:
             break
         chosen.append(follower)
     return Utterance(
@@ -214,12 +218,12 @@ def plan_utterance(split: str, index: int, sentences: Sequence[Sentence], seed: 
 
 
 def plan_split(split: str, seconds: float, count: int | None, sentences: Sequence[Sentence],
-               seed: int) -> list[Utterance]:
+               seed: int, spread: tuple[float, float] = (2.0, 20.0)) -> list[Utterance]:
     """`count` utterances, or as many as it takes for their estimated durations to reach `seconds`."""
     plan: list[Utterance] = []
     total = 0.0
     while (len(plan) < count) if count is not None else (total < seconds):
-        plan.append(plan_utterance(split, len(plan), sentences, seed))
+        plan.append(plan_utterance(split, len(plan), sentences, seed, spread))
         total += plan[-1].estimated_seconds
     return plan
 
@@ -449,6 +453,8 @@ def generate_long_form(out_dir: Path, config: CorpusConfig, sentences: Sequence[
 def _claim_output(out_dir: Path, config: CorpusConfig) -> None:
     """Refuse to mix two seeds or text sources in one folder, or to touch a real LibriSpeech copy."""
     identity = {"format": FORMAT_VERSION, "seed": config.seed, "text_sources": list(config.text_sources)}
+    if config.max_words:  # left out at 0, so corpora made before the option keep their identity
+        identity["max_words"] = config.max_words
     claim = out_dir / ".synthetic.json"
     existing = _read_json(claim)
     if existing is not None and existing != identity:
@@ -473,18 +479,22 @@ def generate_corpus(out_dir: Path | str, config: CorpusConfig = CorpusConfig(),
     out_dir = Path(out_dir)
     check_variants()
     _claim_output(out_dir, config)
+    # Sentences are split between train, dev and test before they are cut into phrases, so no test
+    # phrase shares its sentence with a training phrase.
     sentence_splits = split_sentences(load_sentences(tuple(config.text_sources)), config.seed)
-    split_sentences_of = {"train": sentence_splits.train, "dev": sentence_splits.dev, "test": sentence_splits.test}
+    split_sentences_of = {group: to_phrases(getattr(sentence_splits, group), config.max_words)
+                          for group in ("train", "dev", "test")}
     workers = workers or os.cpu_count() or 1
     corpus_dir = out_dir / "LibriSpeech"
     budgets = config.split_budgets()
-    plans = {split: plan_split(split, seconds, count, split_sentences_of["train"], config.seed)
+    plans = {split: plan_split(split, seconds, count, split_sentences_of["train"], config.seed,
+                               config.utterance_seconds)
              for split, (seconds, count) in budgets.items() if VOICE_GROUP[split] == "train"}
     training_words = {word for plan in plans.values() for u in plan for word in u.text.split()}
     # Train-pool sentences this corpus never speaks are unseen text too: share them between dev and
     # test, which then have enough fully in-vocabulary sentences to choose from.
     spoken = "|".join(u.text for plan in plans.values() for u in plan)
-    spare = [sentence for sentence in sentence_splits.train if sentence.text not in spoken]
+    spare = [sentence for sentence in split_sentences_of["train"] if sentence.text not in spoken]
     for offset, group in enumerate(("dev", "test")):
         split_sentences_of[group] = in_vocabulary(split_sentences_of[group] + tuple(spare[offset::2]), training_words)
     with Pool(workers) if workers > 1 else nullcontext() as pool:  # workers == 1: run in this process
@@ -492,7 +502,7 @@ def generate_corpus(out_dir: Path | str, config: CorpusConfig = CorpusConfig(),
         split_reports = []
         for split, (seconds, count) in budgets.items():
             plan = plans.get(split) or plan_split(split, seconds, count, split_sentences_of[VOICE_GROUP[split]],
-                                                  config.seed)
+                                                  config.seed, config.utterance_seconds)
             split_reports.append(generate_split(corpus_dir, split, plan, map_jobs))
         write_speakers_txt(corpus_dir, config.seed)
         long_form = (generate_long_form(out_dir, config, split_sentences_of["test"], map_jobs)
@@ -513,16 +523,19 @@ _HELP = {
     "dev_utterances": "utterances of dev-clean (overrides --dev-minutes)",
     "test_minutes": "minutes of test-clean (0: not made)",
     "test_utterances": "utterances of test-clean (overrides --test-minutes)",
+    "utterance_seconds": "MIN-MAX target length of an utterance; a short sentence gets followers towards it",
+    "max_words": "cut sentences longer than this at commas, semicolons and colons into phrases spoken as "
+                 "utterances of their own (0: whole sentences, like LibriSpeech)",
     "long_form": "number of long-form test recordings (0: none)",
     "long_form_minutes": "length of each long-form recording: MINUTES or MIN-MAX (drawn per recording)",
 }
 
 
-def _minutes_range(value: str) -> tuple[float, float]:
+def _float_range(value: str) -> tuple[float, float]:
     low, _, high = value.partition("-")
     bounds = (float(low), float(high or low))
     if not 0 < bounds[0] <= bounds[1]:
-        raise argparse.ArgumentTypeError(f"want MINUTES or MIN-MAX with 0 < MIN <= MAX, got {value!r}")
+        raise argparse.ArgumentTypeError(f"want N or MIN-MAX with 0 < MIN <= MAX, got {value!r}")
     return bounds
 
 
@@ -535,11 +548,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Path, CorpusConfig, i
     defaults = CorpusConfig()
     for field in fields(CorpusConfig):
         default = getattr(defaults, field.name)
-        kind = {"text_sources": lambda v: tuple(v.split(",")), "long_form_minutes": _minutes_range,
+        kind = {"text_sources": lambda v: tuple(v.split(",")), "long_form_minutes": _float_range,
+                "utterance_seconds": _float_range,
                 "train_utterances": int, "train_360_utterances": int, "dev_utterances": int,
                 "test_utterances": int}.get(field.name, type(default))
         shown = ",".join(default) if field.name == "text_sources" else (
-            "-".join(f"{m:g}" for m in default) if field.name == "long_form_minutes" else default)
+            "-".join(f"{m:g}" for m in default) if field.name in ("long_form_minutes", "utterance_seconds")
+            else default)
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=default,
                             help=f"{_HELP[field.name]} (default: {shown})")
     args = vars(parser.parse_args(argv))

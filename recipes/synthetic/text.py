@@ -151,6 +151,57 @@ def load_sentences(sources: tuple[str, ...] = ("devil",)) -> tuple[Sentence, ...
     return tuple(unique[text] for text in sorted(unique))
 
 
+_CLAUSE_BREAK = re.compile(r"(?:(?<=[,;:])|(?<=[,;:][\"')]))\s+")
+
+
+def split_into_phrases(sentence: Sentence, max_words: int) -> list[Sentence]:
+    """`sentence` cut at clause punctuation (, ; :) into phrases of at most `max_words` words.
+
+    Clauses are packed greedily in order; a clause longer than `max_words` stays whole, and a
+    piece shorter than MIN_WORDS joins its shorter neighbour. Every phrase is spoken as a
+    sentence of its own (its clause punctuation replaced by a full stop), so its audio starts and
+    ends in silence. Short utterances give a small corpus many more alignment anchors.
+    """
+    if max_words <= 0 or len(sentence.text.split()) <= max_words:
+        return [sentence]
+    pieces: list[list[str]] = []
+    for clause in _CLAUSE_BREAK.split(sentence.spoken):
+        words = len(normalize_transcript(clause).split())
+        if pieces and len(normalize_transcript(" ".join(pieces[-1])).split()) + words <= max_words:
+            pieces[-1].append(clause)
+        else:
+            pieces.append([clause])
+    size = lambda piece: len(normalize_transcript(" ".join(piece)).split())  # noqa: E731
+    i = 0
+    while len(pieces) > 1 and i < len(pieces):  # a piece too short to be an utterance joins a neighbour
+        if size(pieces[i]) >= MIN_WORDS:
+            i += 1
+        elif i > 0 and (i == len(pieces) - 1 or size(pieces[i - 1]) <= size(pieces[i + 1])):
+            pieces[i - 1].extend(pieces.pop(i))
+        else:
+            short = pieces.pop(i)
+            pieces[i][:0] = short  # the next piece now sits at i
+    phrases = []
+    for piece in pieces:
+        spoken = " ".join(piece).replace('"', "").replace("(", "").replace(")", "")  # quotes may span phrases
+        spoken = spoken.strip().rstrip(",;:").strip()
+        if not re.search(r"[.!?]$", spoken):
+            spoken += "."
+        text = normalize_transcript(spoken)
+        if text:
+            phrases.append(Sentence(text=text, spoken=spoken[:1].upper() + spoken[1:], source=sentence.source))
+    return phrases
+
+
+def to_phrases(sentences: tuple[Sentence, ...], max_words: int) -> tuple[Sentence, ...]:
+    """Every sentence's phrases (see `split_into_phrases`), duplicates dropped, order kept."""
+    unique: dict[str, Sentence] = {}
+    for sentence in sentences:
+        for phrase in split_into_phrases(sentence, max_words):
+            unique.setdefault(phrase.text, phrase)
+    return tuple(unique.values())
+
+
 def vocabulary(sentences: tuple[Sentence, ...] | list[Sentence]) -> set[str]:
     return {word for sentence in sentences for word in sentence.text.split()}
 

@@ -165,3 +165,37 @@ def test_a_changed_plan_replaces_stale_audio_instead_of_keeping_it(tmp_path):
     flac.write_bytes(b"stale")
     generate_corpus(tmp_path, config, workers=1)
     assert sf.info(flac).samplerate == 16000  # regenerated, not kept
+
+
+def test_phrases_split_long_sentences_at_clauses_and_keep_every_word():
+    from recipes.synthetic.text import MIN_WORDS, split_into_phrases, to_phrases
+
+    sentences = load_sentences()
+    long = [s for s in sentences if len(s.text.split()) > 20 and "," in s.spoken][:50]
+    assert long
+    split = 0
+    for sentence in long:
+        phrases = split_into_phrases(sentence, max_words=12)
+        split += len(phrases) >= 2  # not all: a long clause stays whole
+        assert " ".join(p.text for p in phrases) == sentence.text  # nothing lost, nothing added
+        assert all(TRANSCRIPT.match(p.text) and len(p.text.split()) >= MIN_WORDS for p in phrases)
+        assert all(p.spoken[-1] in ".!?" and p.spoken[0].isupper() for p in phrases)
+    assert split > 0.8 * len(long)
+    assert split_into_phrases(long[0], max_words=0) == [long[0]]
+    short = [s for s in sentences if len(s.text.split()) <= 12]
+    assert to_phrases(tuple(short), 12) == tuple(short)  # short sentences pass through whole
+    phrases = to_phrases(sentences, 12)
+    assert len(phrases) > 1.3 * len(sentences)
+    assert len({p.text for p in phrases}) == len(phrases)
+
+
+def test_utterance_length_follows_the_configured_spread():
+    from recipes.synthetic.text import to_phrases
+
+    phrases = to_phrases(split_sentences(load_sentences(), seed=0).train, 12)
+    short = plan_split("train-clean-100", 0, 200, phrases, seed=0, spread=(1.0, 6.0))
+    default = plan_split("train-clean-100", 0, 200, phrases, seed=0)
+    mean = lambda plan: sum(u.estimated_seconds for u in plan) / len(plan)  # noqa: E731
+    assert mean(short) < 0.6 * mean(default)
+    # a follower is added only while the estimate stays within the upper end
+    assert all(u.estimated_seconds <= 6.0 for u in short if " " in u.text and len(u.spoken.split(". ")) > 1)
