@@ -33,6 +33,37 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class MergeConfig:
+    """Adjacent token merging (asr/model/merge.py) and the named granularities of one model.
+
+    Each granularity is one value for every merge module: a cosine threshold (mode "threshold";
+    1.0 merges nothing) or a fraction of tokens merged away per chunk (mode "ratio"; 0 merges
+    nothing, at most 0.5). Matryoshka training runs every batch at each granularity and weighs
+    their losses; at inference the granularity is chosen per request.
+    """
+
+    layers: tuple[int, ...] = ()  # Conformer blocks (0-based) with a merge module after attention; () = none
+    mode: str = "threshold"  # "threshold" or "ratio"
+    granularities: tuple[str, ...] = ("full",)  # names, finest first; the first is the default
+    values: tuple[float, ...] = (1.0,)  # threshold or ratio of each granularity
+    loss_weights: tuple[float, ...] = (1.0,)  # Matryoshka training weight of each granularity
+    proportional_attention: bool = True  # add log(token size) to attention logits of merged keys
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """MoME-style mixture-of-experts feed-forward layers after the first merge point: top-k routed
+    experts plus always-on shared experts, one router for every granularity."""
+
+    enabled: bool = False
+    num_experts: int = 4  # routed experts per layer
+    top_k: int = 1  # routed experts per token
+    num_shared: int = 1  # experts every token goes through
+    expert_dim: int = 0  # hidden size of one expert; 0 = ff_dim / (top_k + num_shared): dense-equal active size
+    balance_scale: float = 0.01  # weight of the load-balancing loss
+
+
+@dataclass(frozen=True)
 class EncoderConfig:
     num_features: int = 80  # input feature dimension (fbank bins)
     d_model: int = 256  # width of every Conformer block
@@ -49,6 +80,8 @@ class EncoderConfig:
     full_context_prob: float = 0.5
     train_chunk_sizes: tuple[int, ...] = (2, 4, 8, 16, 32)
     train_left_chunks: tuple[int, ...] = (-1, 2, 4, 8)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
 
 
 @dataclass(frozen=True)
@@ -130,6 +163,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps (0 = run all epochs)
     max_minutes: float = 0.0  # stop after this much wall time (0 = no limit)
     seed: int = 42
+    init_from: str = ""  # a serving checkpoint whose weights start a fresh run (fine-tuning); "" = random init
     checkpoint_every: int = 500  # steps between training checkpoints (resume points)
     keep_checkpoints: int = 5  # older step checkpoints are deleted
     average_last: int = 3  # the final model averages this many last checkpoints
@@ -228,6 +262,6 @@ def dotted_override(assignment: str) -> dict:
 
 _CONFIG_TYPES: dict[str, type] = {
     c.__name__: c
-    for c in (FeatureConfig, EncoderConfig, DecoderConfig, JoinerConfig, LossConfig, ModelConfig, StreamingConfig,
+    for c in (FeatureConfig, MergeConfig, MoEConfig, EncoderConfig, DecoderConfig, JoinerConfig, LossConfig, ModelConfig, StreamingConfig,
               DataConfig, OptimConfig, TrainConfig)
 }

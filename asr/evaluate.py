@@ -33,10 +33,12 @@ class DecodeSetting:
     method: str  # "greedy" or "beam"
     chunk_size: int  # encoder frames per chunk; -1 = offline full context
     left_context: int = 64  # encoder frames of left context when streaming
+    granularity: str | None = None  # merge granularity; None = the model's default (finest)
 
     @property
     def name(self) -> str:
-        return f"{self.method}-offline" if self.chunk_size <= 0 else f"{self.method}-chunk{self.chunk_size * 40}ms"
+        mode = "offline" if self.chunk_size <= 0 else f"chunk{self.chunk_size * 40}ms"
+        return f"{self.method}-{mode}" + (f"-{self.granularity}" if self.granularity else "")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class WerResult:
     deletions: int
     insertions: int
     utterances: int
+    tokens_kept: float = 1.0  # encoder output tokens / encoder frames (below 1 when frames merge)
 
     @property
     def wer(self) -> float:
@@ -69,12 +72,16 @@ def evaluate_part(model: Transducer, tokenizer: Tokenizer, data: DataConfig, par
     cuts = load_cuts(data, (part,))
     search = make_search(setting.method)
     totals = [0, 0, 0, 0, 0]  # words, subs, dels, ins, utterances
+    frames = tokens = 0
     lines = []
     for batch in tqdm(eval_dataloader(cuts, tokenizer, data), desc=f"{part} {setting.name}", leave=False):
         batch = batch.to(device)
         enc = model.encoder(batch.features, batch.feature_lens, chunk_size=setting.chunk_size,
-                            left_context=setting.left_context if setting.chunk_size > 0 else -1)
-        hyps = decode(model, search, enc.out, enc.out_lens)
+                            left_context=setting.left_context if setting.chunk_size > 0 else -1,
+                            granularity=setting.granularity)
+        hyps = decode(model, search, enc.out, enc.out_lens, enc.spans)
+        frames += int(enc.frame_lens.sum())
+        tokens += int(enc.out_lens.sum())
         for cut_id, ref_text, hyp in zip(batch.cut_ids, batch.texts, hyps):
             ref, hyp_words = ref_text.split(), tokenizer.decode(list(hyp.tokens)).split()
             subs, dels, ins, alignment = score(ref, hyp_words)
@@ -82,23 +89,26 @@ def evaluate_part(model: Transducer, tokenizer: Tokenizer, data: DataConfig, par
                 totals[i] += value
             shown = " ".join(r if r == h else f"({r}->{h})" for r, h in alignment)
             lines.append(f"{cut_id}\tS={subs} D={dels} I={ins}\t{shown}")
-    result = WerResult(part, setting.name, *totals[:4], totals[4])
+    result = WerResult(part, setting.name, *totals[:4], totals[4], tokens / max(1, frames))
     errors = out_dir / f"errors-{part}-{setting.name}.txt"
     errors.write_text(f"%WER {result.wer:.2f} [ {sum(totals[1:4])} / {totals[0]} ]\n" + "\n".join(sorted(lines)) + "\n")
-    log.info("%s %s: WER %.2f%% (%d words, %d utterances)", part, setting.name, result.wer, result.words,
-             result.utterances)
+    log.info("%s %s: WER %.2f%% (%d words, %d utterances, %.0f%% of encoder frames kept)", part, setting.name,
+             result.wer, result.words, result.utterances, 100 * result.tokens_kept)
     return result
 
 
 def evaluate(checkpoint: Path, data: DataConfig, parts: tuple[str, ...], settings: list[DecodeSetting],
              device: str = "cpu") -> list[WerResult]:
     ckpt = load_checkpoint(checkpoint, device)
+    for setting in settings:  # an unknown granularity fails now, naming the valid ones
+        ckpt.model.encoder.merge_values(setting.granularity, 1, device)
     out_dir = checkpoint.parent
     results = [evaluate_part(ckpt.model, ckpt.tokenizer, data, part, s, out_dir, torch.device(device))
                for part in parts for s in settings]
-    table = ["| test set | decoding | WER % | sub | del | ins | words | utterances |", "|---|---|---|---|---|---|---|---|"]
+    table = ["| test set | decoding | WER % | sub | del | ins | words | utterances | tokens kept |",
+             "|---|---|---|---|---|---|---|---|---|"]
     table += [f"| {r.part} | {r.setting} | {r.wer:.2f} | {r.substitutions} | {r.deletions} | {r.insertions} | "
-              f"{r.words} | {r.utterances} |" for r in results]
+              f"{r.words} | {r.utterances} | {100 * r.tokens_kept:.0f}% |" for r in results]
     (out_dir / "wer.md").write_text(f"# WER of {checkpoint.name}\n\n" + "\n".join(table) + "\n")
     print("\n".join(table))
     meta = dict(ckpt.meta)
@@ -116,12 +126,18 @@ def main(argv: list[str] | None = None) -> list[WerResult]:
     parser.add_argument("--chunks", nargs="+", type=int, default=[-1, 8],
                         help="chunk sizes in encoder frames (40 ms each); -1 = offline full context")
     parser.add_argument("--left-context", type=int, default=64, help="streaming left context in encoder frames")
+    parser.add_argument("--granularities", nargs="+", default=[None], metavar="NAME",
+                        help="merge granularities to decode at (default: the model's finest); 'all' = every one")
     parser.add_argument("--max-duration", type=float, default=300.0, help="seconds of audio per decoding batch")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = DataConfig(data_dir=args.data_dir, max_duration=args.max_duration, num_workers=0)
-    settings = [DecodeSetting(m, c, args.left_context) for m in args.methods for c in args.chunks]
+    granularities = args.granularities
+    if granularities == ["all"]:
+        granularities = list(load_checkpoint(args.checkpoint).model.encoder.granularities)
+    settings = [DecodeSetting(m, c, args.left_context, g) for g in granularities for m in args.methods
+                for c in args.chunks]
     return evaluate(args.checkpoint, data, tuple(args.parts), settings, args.device)
 
 

@@ -22,8 +22,8 @@ from asr.tokenizer import Tokenizer
 class TokenTime:
     token_id: int
     piece: str
-    start: float  # seconds: start of the encoder frame the token was emitted on
-    end: float  # seconds: end of that frame
+    start: float  # seconds: start of the encoder token it was emitted on (a merged token spans several frames)
+    end: float  # seconds: end of that token
 
 
 @dataclass(frozen=True)
@@ -52,23 +52,26 @@ class Recognizer:
         return next(self.model.parameters()).device
 
     @torch.inference_mode()
-    def transcribe(self, samples: ArrayLike, sample_rate: int, full_context: bool = True) -> Transcript:
-        """Offline decode. full_context=False uses the streaming chunk mask (same result as `stream`)."""
+    def transcribe(self, samples: ArrayLike, sample_rate: int, full_context: bool = True,
+                   granularity: str | None = None) -> Transcript:
+        """Offline decode. full_context=False uses the streaming chunk mask (same result as `stream`).
+        `granularity` names how coarsely the encoder merges frames (None: the model's finest)."""
         feats = compute_fbank(samples, sample_rate, self.model.config.features).to(self.device)
         chunk, left = (-1, -1) if full_context else (self.streaming.chunk_size, self.streaming.left_context)
         enc = self.model.encoder(feats[None], torch.tensor([feats.shape[0]], device=self.device), chunk_size=chunk,
-                                 left_context=left)
+                                 left_context=left, granularity=granularity)
         decoder = StreamingDecoder(self.model, self.search, 1)
-        decoder.accept(enc.out, enc.out_lens)
+        decoder.accept(enc.out, enc.out_lens, enc.spans)
         return self.to_transcript(decoder.results[0])
 
-    def stream(self) -> "RecognitionStream":
-        return RecognitionStream(self)
+    def stream(self, granularity: str | None = None) -> "RecognitionStream":
+        return RecognitionStream(self, granularity)
 
     def to_transcript(self, hyp: Hypothesis) -> Transcript:
+        ends = hyp.ends or tuple(f + 1 for f in hyp.frames)
         tokens = tuple(
-            TokenTime(t, self.tokenizer.id_to_piece(t), f * self.frame_seconds, (f + 1) * self.frame_seconds)
-            for t, f in zip(hyp.tokens, hyp.frames)
+            TokenTime(t, self.tokenizer.id_to_piece(t), f * self.frame_seconds, e * self.frame_seconds)
+            for t, f, e in zip(hyp.tokens, hyp.frames, ends)
         )
         return Transcript(self.tokenizer.decode(list(hyp.tokens)), tokens)
 
@@ -76,9 +79,11 @@ class Recognizer:
 class RecognitionStream:
     """One live stream: feed audio in pieces of any size, read partial results as you go."""
 
-    def __init__(self, recognizer: Recognizer) -> None:
+    def __init__(self, recognizer: Recognizer, granularity: str | None = None) -> None:
         self.recognizer = recognizer
         model = recognizer.model
+        model.encoder.merge_values(granularity, 1, "cpu")  # an unknown name fails here, not mid-stream
+        self.granularity = granularity
         self.chunk_frames = SUBSAMPLING_FACTOR * recognizer.streaming.chunk_size  # feature frames per chunk
         self.fbank = StreamingFbank(model.config.features)
         self.encoder_state = model.encoder.init_state(1, recognizer.streaming.left_context, recognizer.device)
@@ -112,8 +117,8 @@ class RecognitionStream:
         feats = feats.to(rec.device)
         enc = rec.model.encoder(
             feats[None], torch.tensor([feats.shape[0]], device=rec.device), state=self.encoder_state,
-            chunk_size=rec.streaming.chunk_size,
+            chunk_size=rec.streaming.chunk_size, granularity=self.granularity,
         )
         self.encoder_state = enc.state
         if enc.out.shape[1]:
-            self.decoder.accept(enc.out, enc.out_lens)
+            self.decoder.accept(enc.out, enc.out_lens, enc.spans)

@@ -24,6 +24,7 @@ from asr.checkpoint import save_checkpoint
 from asr.config import TrainConfig, apply_overrides, dotted_override, from_dict, to_dict
 from asr.data.datamodule import Batch, eval_dataloader, keep_trainable, load_cuts, train_dataloader
 from asr.data.layout import DataLayout
+from asr.model.moe import MoEFeedForward, upcycle_from_dense
 from asr.model.transducer import Transducer
 from asr.tokenizer import Tokenizer
 
@@ -92,7 +93,8 @@ class Trainer:
         self.schedule = EdenSchedule(config.optim)
         self.progress = Progress()
         self.ddp = (
-            torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=False)
+            # A routed expert that no token of this rank's batch chose has no gradient there.
+            torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=config.model.encoder.moe.enabled)
             if self.world_size > 1 else self.model
         )
         self.autocast = self.device.type == "cuda" and config.bf16
@@ -131,6 +133,29 @@ class Trainer:
                  self.progress.epoch, self.progress.batches_in_epoch)
         return True
 
+    def init_weights(self, path: Path) -> None:
+        """Start from another model's weights (fine-tuning, e.g. adding token merging to a trained
+        model). Layers the source lacks (MoE experts, a CTC head) keep their initialisation."""
+        from asr.checkpoint import load_checkpoint
+
+        source = load_checkpoint(path, self.device)
+        if source.tokenizer.to_bytes() != self.tokenizer.to_bytes():
+            raise ValueError(f"{path} uses another BPE model than {self.config.data.data_dir}; fine-tune on its data")
+        own = self.model.state_dict()
+        weights = source.model.state_dict()
+        mismatched = [k for k in weights if k in own and own[k].shape != weights[k].shape]
+        if mismatched:
+            raise ValueError(f"{path} does not fit this model: shapes differ for {mismatched[:4]}")
+        result = self.model.load_state_dict(weights, strict=False)
+        upcycled = []
+        for name, module in self.model.named_modules():  # MoE layers where the source had a dense one
+            dense = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(f"{name}.net.")}
+            if isinstance(module, MoEFeedForward) and dense and upcycle_from_dense(module, dense):
+                upcycled.append(name)
+        log.info("initialised from %s: %d tensors loaded, %d new, %d of the source unused; %d MoE layers "
+                 "upcycled from dense feed-forwards", path, len(weights) - len(result.unexpected_keys),
+                 len(result.missing_keys), len(result.unexpected_keys), len(upcycled))
+
     # ---- training ----------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> dict | None:
         """One optimisation step; returns loss figures, or None if the batch was unusable."""
@@ -161,6 +186,12 @@ class Trainer:
         figures = {"loss": loss.item(), "simple": out.simple.item() / frames, "pruned": out.pruned.item() / frames}
         if out.ctc is not None:
             figures["ctc"] = out.ctc.item() / frames
+        if out.balance is not None:
+            figures["balance"] = out.balance.item()
+        for name, value in out.by_granularity.items():
+            figures[f"pruned_{name}"] = value / frames
+        for name, value in out.tokens_kept.items():
+            figures[f"kept_{name}"] = value
         return {**figures, "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def skip_batch(self, batch: Batch, reason: str) -> None:
@@ -201,7 +232,9 @@ class Trainer:
                      len(all_cuts) - len(cuts), len(all_cuts))
         if not len(cuts):
             raise ValueError(f"no trainable cuts in {config.data.train_parts}")
-        if self.progress.step == 0:  # a fresh run; a resumed one has the statistics in its checkpoint
+        if self.progress.step == 0 and config.init_from:
+            self.init_weights(Path(config.init_from))
+        elif self.progress.step == 0:  # a fresh run; a resumed one has the statistics in its checkpoint
             mean, std = feature_stats(cuts)
             self.model.encoder.input_norm.set_stats(mean.to(self.device), std.to(self.device))
             log.info("input normalisation from training features: mean %.2f, std %.2f (averaged over bins)",
@@ -324,9 +357,10 @@ class CsvLog:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+def load_config(paths: str | list[str] | None, overrides: list[str]) -> TrainConfig:
+    """Defaults, then each YAML file of overrides in order (a later file wins), then --set items."""
     config = TrainConfig()
-    if path:
+    for path in [paths] if isinstance(paths, str) else paths or []:
         config = apply_overrides(config, yaml.safe_load(Path(path).read_text()) or {})
     for item in overrides:
         config = apply_overrides(config, dotted_override(item))
@@ -339,7 +373,9 @@ def main(argv: list[str] | None = None) -> Path:
         "and --set changes single fields. --print-config shows the resolved configuration.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help="YAML file of overrides, e.g. recipes/librispeech/conf/cpu-small.yaml")
+    parser.add_argument("--config", action="append", default=[],
+                        help="YAML file of overrides, e.g. recipes/librispeech/conf/cpu-small.yaml; repeatable, "
+                             "a later file overriding an earlier one (a base model plus a merging variant)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one field, e.g. --set optim.lr=1e-3 (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -133,3 +133,22 @@ def test_on_the_fly_features_with_speed_and_volume_perturbation_give_batches(dat
         assert all(0 < n for n in batch.target_lens.tolist())
     with pytest.raises(ValueError, match="on_the_fly_features"):
         train_dataloader(cuts, tokenizer, dataclasses.replace(data, on_the_fly_features=False), seed=1, epoch=0)
+
+
+def test_a_merging_model_fine_tunes_from_a_trained_one_and_logs_every_granularity(data_dir, tmp_path):
+    base = Trainer(_config(data_dir, tmp_path / "base", max_steps=4)).train()
+    merge = {"layers": [1], "mode": "ratio", "granularities": ["full", "coarse"], "values": [0.0, 0.4],
+             "loss_weights": [1.0, 1.0]}
+    config = _config(data_dir, tmp_path / "merged", max_steps=2, log_every=1, init_from=str(base))
+    config = apply_overrides(config, {"model": {"encoder": {"merge": merge}}})
+    trainer = Trainer(config)
+    trainer.init_weights(base)
+    source = load_checkpoint(base).model.state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in trainer.model.state_dict().items())  # merging adds no weights
+    final = trainer.train()
+    header = (tmp_path / "merged" / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert {"pruned_full", "pruned_coarse", "kept_full", "kept_coarse"} <= set(header)
+    assert load_checkpoint(final).model.encoder.granularities == ("full", "coarse")
+    other_bpe = _config(data_dir, tmp_path / "bad", init_from=str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(other_bpe).init_weights(Path(other_bpe.init_from))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.decoding.hypothesis import Hypothesis, SearchState, project_contexts
+from asr.decoding.hypothesis import Hypothesis, SearchState, project_contexts, frame_spans
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,15 @@ class ModifiedBeamSearch:
             raise ValueError(f"beam must be >= 1, got {self.beam}")
 
     @torch.inference_mode()
-    def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState]) -> None:
-        """encoder_out (B, T, D), encoder_lens (B,): advance every stream's beam frame by frame."""
+    def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState],
+             spans: Tensor | None = None) -> None:
+        """encoder_out (B, T, D), encoder_lens (B,): advance every stream's beam frame by frame.
+        spans (B, T, 2): the frames each encoder token covers (merged tokens), or None."""
         joiner, blank = model.joiner, model.blank_id
         device = encoder_out.device
         enc_proj = joiner.encoder_proj(encoder_out)  # (B, T, J)
         lens = encoder_lens.tolist()
+        token_frames = frame_spans(states, lens, spans)
         for t in range(encoder_out.shape[1]):
             active = [b for b, n in enumerate(lens) if t < n]
             if not active:
@@ -39,23 +42,24 @@ class ModifiedBeamSearch:
             for b in active:
                 count = len(states[b].hyps)
                 states[b].hyps = self._next_beam(
-                    states[b].hyps, scores[start : start + count], blank, states[b].num_frames + t
+                    states[b].hyps, scores[start : start + count], blank, token_frames[b][t]
                 )
                 start += count
         for b, state in enumerate(states):
             state.num_frames += lens[b]
 
-    def _next_beam(self, hyps: list[Hypothesis], scores: Tensor, blank: int, frame: int) -> list[Hypothesis]:
+    def _next_beam(self, hyps: list[Hypothesis], scores: Tensor, blank: int,
+                   frames: tuple[int, int]) -> list[Hypothesis]:
         """scores (K, V): pick the best `beam` extensions, merging equal token sequences."""
         vocab = scores.shape[1]
         top_scores, top_index = scores.flatten().topk(min(self.beam, scores.numel()))
         merged: dict[tuple[int, ...], Hypothesis] = {}
         for score, index in zip(top_scores.tolist(), top_index.tolist()):
             hyp, token = hyps[index // vocab], index % vocab
-            new = Hypothesis(hyp.tokens, hyp.frames, score) if token == blank else hyp.extend(token, frame, score)
+            new = hyp.rescored(score) if token == blank else hyp.extend(token, frames[0], score, frames[1])
             old = merged.get(new.tokens)
             if old is not None:  # two paths to the same text: sum their probabilities
-                new = Hypothesis(old.tokens, old.frames, _logaddexp(old.log_prob, new.log_prob))
+                new = old.rescored(_logaddexp(old.log_prob, new.log_prob))
             merged[new.tokens] = new
         return sorted(merged.values(), key=lambda h: h.log_prob, reverse=True)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.decoding.hypothesis import Hypothesis, SearchState, project_contexts
+from asr.decoding.hypothesis import SearchState, frame_spans, project_contexts
 
 
 @dataclass(frozen=True)
@@ -14,14 +14,17 @@ class GreedySearch:
     max_symbols_per_frame: int = 3  # bounds the work per frame, whatever the model does
 
     @torch.inference_mode()
-    def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState]) -> None:
-        """encoder_out (B, T, D), encoder_lens (B,): extend each stream's single hypothesis."""
+    def step(self, model, encoder_out: Tensor, encoder_lens: Tensor, states: list[SearchState],
+             spans: Tensor | None = None) -> None:
+        """encoder_out (B, T, D), encoder_lens (B,): extend each stream's single hypothesis.
+        spans (B, T, 2): the frames each encoder token covers (merged tokens), or None."""
         joiner, blank = model.joiner, model.blank_id
         device = encoder_out.device
         enc_proj = joiner.encoder_proj(encoder_out)  # (B, T, J)
         hyps = [s.best for s in states]
         dec_proj = project_contexts(model, hyps, device)  # (B, J)
         lens = encoder_lens.tolist()
+        token_frames = frame_spans(states, lens, spans)
         for t in range(encoder_out.shape[1]):
             active = [b for b, n in enumerate(lens) if t < n]
             if not active:
@@ -33,11 +36,11 @@ class GreedySearch:
                 best_lp, best = best_lp.tolist(), best.tolist()
                 emitted = []
                 for i, b in enumerate(active):
-                    frame = states[b].num_frames + t
+                    first, end = token_frames[b][t]
                     if best[i] == blank:
-                        hyps[b] = Hypothesis(hyps[b].tokens, hyps[b].frames, hyps[b].log_prob + best_lp[i])
+                        hyps[b] = hyps[b].rescored(hyps[b].log_prob + best_lp[i])
                     else:
-                        hyps[b] = hyps[b].extend(best[i], frame, hyps[b].log_prob + best_lp[i])
+                        hyps[b] = hyps[b].extend(best[i], first, hyps[b].log_prob + best_lp[i], end)
                         emitted.append(b)
                 if not emitted:
                     break

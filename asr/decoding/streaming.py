@@ -15,11 +15,12 @@ class StreamingDecoder:
         self.search = search
         self.states = [SearchState() for _ in range(batch_size)]
 
-    def accept(self, encoder_out: Tensor, encoder_lens: Tensor) -> None:
-        """encoder_out (B, T, D), encoder_lens (B,): the next frames of each stream."""
+    def accept(self, encoder_out: Tensor, encoder_lens: Tensor, spans: Tensor | None = None) -> None:
+        """encoder_out (B, T, D), encoder_lens (B,): the next tokens of each stream; spans
+        (B, T, 2) the [start, end) encoder frames each covers (see `EncoderOutput.spans`)."""
         if encoder_out.shape[0] != len(self.states):
             raise ValueError(f"decoder holds {len(self.states)} streams, got a batch of {encoder_out.shape[0]}")
-        self.search.step(self.model, encoder_out, encoder_lens, self.states)
+        self.search.step(self.model, encoder_out, encoder_lens, self.states, spans)
 
     @property
     def results(self) -> list[Hypothesis]:
@@ -27,8 +28,9 @@ class StreamingDecoder:
         return [s.best for s in self.states]
 
 
-def decode(model, search: Search, encoder_out: Tensor, encoder_lens: Tensor) -> list[Hypothesis]:
+def decode(model, search: Search, encoder_out: Tensor, encoder_lens: Tensor,
+           spans: Tensor | None = None) -> list[Hypothesis]:
     """Offline decode of a batch: one chunk holding everything."""
     decoder = StreamingDecoder(model, search, encoder_out.shape[0])
-    decoder.accept(encoder_out, encoder_lens)
+    decoder.accept(encoder_out, encoder_lens, spans)
     return decoder.results

@@ -53,22 +53,31 @@ class SelfAttention(nn.Module):
         mask: Tensor,
         cache_key: Tensor,
         cache_value: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        key_bias: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """
         x: (B, T, D); rotary: cos/sin (B, 1, T, Dh) for the T new frames;
         mask: (B, T, L + T) bool, True where a query may attend to a key;
-        cache_key/cache_value: (B, H, L, Dh), keys already rotated (L may be 0).
-        Returns y (B, T, D) and the keys/values of the new frames (B, H, T, Dh).
+        cache_key/cache_value: (B, H, L, Dh), keys already rotated (L may be 0);
+        key_bias: (B, L + T) added to every query's logit for that key (log token size:
+        proportional attention), or None.
+        Returns y (B, T, D), the keys/values of the new frames (B, H, T, Dh), and their keys
+        before rotary, averaged over heads (B, T, Dh): what token merging compares.
         """
         batch, frames, _ = x.shape
         q, k, v = self.qkv(x).view(batch, frames, 3, self.num_heads, self.head_dim).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
+        key_summary = k.mean(1)
         cos, sin = rotary
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         keys = torch.cat([cache_key.to(k.dtype), k], dim=2)  # (B, H, L + T, Dh)
         values = torch.cat([cache_value.to(v.dtype), v], dim=2)
+        attn_mask = mask[:, None]
+        if key_bias is not None:
+            bias = key_bias.to(q.dtype)[:, None, None, :]  # (B, 1, 1, L + T)
+            attn_mask = torch.where(attn_mask, bias, torch.finfo(q.dtype).min)
         y = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask[:, None], dropout_p=self.dropout if self.training else 0.0
+            q, keys, values, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
-        return self.out(y), k, v
+        return self.out(y), k, v, key_summary

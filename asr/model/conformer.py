@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr.config import EncoderConfig
+from asr.config import EncoderConfig, MergeConfig
 from asr.model.attention import RotaryEmbedding, SelfAttention
-from asr.model.cache import append_and_trim
+from asr.model.cache import append_and_trim, keep_right
+from asr.model.merge import MAX_RATIO, adjacent_similarity, merge_tokens, mergeable_pairs, ratio_budget, select_pairs
+from asr.model.moe import MoEFeedForward
 from asr.model.state import EncoderState, LayerState
 from asr.model.subsampling import Conv2dSubsampling
 
@@ -24,9 +27,23 @@ SUBSAMPLING_FACTOR = 4
 
 @dataclass
 class EncoderOutput:
-    out: Tensor  # (B, T', D)
-    out_lens: Tensor  # (B,) int64
+    out: Tensor  # (B, T', D) one row per token (a merged token covers several frames)
+    out_lens: Tensor  # (B,) int64 real tokens
     state: EncoderState | None  # new state when a state was given
+    start: Tensor  # (B, T') int64 absolute first encoder frame of each token
+    size: Tensor  # (B, T') int64 encoder frames each token covers
+    balance_loss: Tensor | None = None  # mean MoE load-balancing loss, when the encoder has MoE layers
+
+    @property
+    def spans(self) -> Tensor:
+        """(B, T', 2) [start, end) encoder frames of each token: what a search records for timestamps."""
+        return torch.stack([self.start, self.start + self.size], dim=-1)
+
+    @property
+    def frame_lens(self) -> Tensor:
+        """(B,) encoder frames the output covers (equals out_lens without merging)."""
+        real = torch.arange(self.size.shape[1], device=self.size.device)[None] < self.out_lens[:, None]
+        return self.size.masked_fill(~real, 0).sum(1)
 
 
 class FeedForward(nn.Module):
@@ -68,65 +85,157 @@ class ConvModule(nn.Module):
         return self.dropout(self.pointwise_out(h)), new_cache
 
 
-class ConformerBlock(nn.Module):
-    def __init__(self, config: EncoderConfig) -> None:
-        super().__init__()
-        d = config.d_model
-        self.ff1 = FeedForward(d, config.ff_dim, config.dropout)
-        self.attn_norm = nn.LayerNorm(d)
-        self.attn = SelfAttention(d, config.num_heads, config.dropout)
-        self.attn_dropout = nn.Dropout(config.dropout)
-        self.conv = ConvModule(d, config.conv_kernel, config.dropout)
-        self.ff2 = FeedForward(d, config.ff_dim, config.dropout)
-        self.final_norm = nn.LayerNorm(d)
+@dataclass
+class Tokens:
+    """Which encoder frames each token of a (possibly merged) sequence covers."""
 
-    def forward(
-        self, x: Tensor, x_lens: Tensor, rotary: tuple[Tensor, Tensor], mask: Tensor, cache: LayerState
-    ) -> tuple[Tensor, LayerState]:
-        """x: (B, T, D); mask: (B, T, L + T) before the cache's validity is applied."""
-        x = x + 0.5 * self.ff1(x)
-        valid_mask = mask & torch.cat([cache.valid, mask.new_ones(mask.shape[0], x.shape[1])], dim=1)[:, None]
-        valid_mask = valid_mask | ~valid_mask.any(dim=-1, keepdim=True)  # padded queries: finite junk
-        attn, key, value = self.attn(self.attn_norm(x), rotary, valid_mask, cache.key, cache.value)
-        x = x + self.attn_dropout(attn)
-        conv, conv_cache = self.conv(x, x_lens, cache.conv)
-        x = x + conv
-        x = x + 0.5 * self.ff2(x)
-        frame_valid = torch.arange(x.shape[1], device=x.device)[None] < x_lens[:, None]  # (B, T)
-        new_cache = LayerState(
-            key=append_and_trim(cache.key, key, x_lens, dim=2),
-            value=append_and_trim(cache.value, value, x_lens, dim=2),
-            valid=append_and_trim(cache.valid, frame_valid, x_lens, dim=1),
-            conv=conv_cache,
-        )
-        return self.final_norm(x), new_cache
+    lens: Tensor  # (B,) real tokens per row
+    start: Tensor  # (B, T) int64 absolute first encoder frame of each token
+    size: Tensor  # (B, T) int64 encoder frames it covers
+
+    @staticmethod
+    def frames(first: Tensor, lens: Tensor, num: int) -> "Tokens":
+        """Unmerged tokens: one per encoder frame, starting at absolute frame `first` (B,)."""
+        start = first[:, None] + torch.arange(num, device=first.device)
+        return Tokens(lens, start, torch.ones_like(start))
+
+    def positions(self) -> Tensor:
+        """(B, T) float64 rotary position of each token: the middle of its span."""
+        return self.start.to(torch.float64) + (self.size.to(torch.float64) - 1) / 2
+
+    def real(self) -> Tensor:
+        return torch.arange(self.start.shape[1], device=self.start.device)[None] < self.lens[:, None]
+
+
+@dataclass
+class PassContext:
+    """What every block of one encoder call needs besides its input."""
+
+    chunk_size: int  # encoder frames per chunk; <= 0: full context
+    left_context: int  # encoder frames of left context; < 0: unlimited
+    window_start: Tensor | None  # (B,) streaming: keep cached tokens starting here or later; None: no cache
+    merge_values: Tensor | None  # (B,) threshold or ratio per row; None: no merging
+    merge_mode: str = "threshold"
+    proportional: bool = False  # add log(token size) to attention logits
+
+
+def attention_mask(query_start: Tensor, query_real: Tensor, key_start: Tensor, key_real: Tensor,
+                   chunk_size: int, left_context: int) -> Tensor:
+    """(B, T, K) bool: which keys each query may see: a real key of its own chunk or of earlier
+    chunks back to `left_context` frames before its chunk. Tokens are placed by their first frame;
+    a merged token never spans two chunks, so this is the frame-level chunk mask."""
+    mask = key_real[:, None, :].expand(-1, query_start.shape[1], -1)
+    if chunk_size > 0:
+        chunk_start = torch.div(query_start, chunk_size, rounding_mode="floor") * chunk_size  # (B, T)
+        mask = mask & (key_start[:, None, :] < (chunk_start + chunk_size)[:, :, None])
+        if left_context >= 0:
+            mask = mask & (key_start[:, None, :] >= (chunk_start - left_context)[:, :, None])
+    return mask & query_real[:, :, None] | ~query_real[:, :, None]  # padded queries: finite junk
 
 
 def chunk_attention_mask(
     num_frames: Tensor, x_lens: Tensor, num_new: int, cache_size: int, chunk_size: int, left_context: int
 ) -> Tensor:
-    """Which keys each new frame may see: its own chunk, earlier chunks back to `left_context`
-    frames before its chunk, never a padded frame.
-
-    num_frames: (B,) absolute position of the first new frame; the cache holds the `cache_size`
-    frames before it. chunk_size <= 0 means full context; left_context < 0 means unlimited.
-    Returns (B, T, L + T) bool (cache validity is applied by each block).
-    """
+    """The frame-level mask of `num_new` unmerged frames after a full cache of `cache_size` frames:
+    (B, T, L + T) bool. num_frames: (B,) absolute position of the first new frame."""
     device = num_frames.device
-    query_pos = num_frames[:, None] + torch.arange(num_new, device=device)  # (B, T)
-    cache_pos = num_frames[:, None] - cache_size + torch.arange(cache_size, device=device)  # (B, L)
-    key_pos = torch.cat([cache_pos, query_pos], dim=1)  # (B, L + T)
-    key_real = torch.cat(
-        [torch.ones_like(cache_pos, dtype=torch.bool), torch.arange(num_new, device=device)[None] < x_lens[:, None]],
-        dim=1,
-    )
-    mask = key_real[:, None, :].expand(-1, num_new, -1)
-    if chunk_size > 0:
-        query_chunk_start = torch.div(query_pos, chunk_size, rounding_mode="floor") * chunk_size  # (B, T)
-        mask = mask & (key_pos[:, None, :] < (query_chunk_start + chunk_size)[:, :, None])
-        if left_context >= 0:
-            mask = mask & (key_pos[:, None, :] >= (query_chunk_start - left_context)[:, :, None])
-    return mask
+    query = Tokens.frames(num_frames, x_lens, num_new)
+    cache_start = num_frames[:, None] - cache_size + torch.arange(cache_size, device=device)
+    key_start = torch.cat([cache_start, query.start], dim=1)
+    key_real = torch.cat([torch.ones_like(cache_start, dtype=torch.bool), query.real()], dim=1)
+    return attention_mask(query.start, torch.ones_like(query.start, dtype=torch.bool), key_start, key_real,
+                          chunk_size, left_context)
+
+
+def _used_part(cache: LayerState) -> LayerState:
+    """The cache without its leading slots that no stream of the batch uses (valid entries are
+    right-aligned), so attention over a merged or young cache costs what it holds."""
+    width = cache.valid.shape[1]
+    used = int(cache.valid.sum(1).max()) if width else 0
+    if used == width:
+        return cache
+    first = width - used
+    return LayerState(cache.key[:, :, first:], cache.value[:, :, first:], cache.valid[:, first:],
+                      cache.start[:, first:], cache.size[:, first:], cache.conv)
+
+
+class ConformerBlock(nn.Module):
+    def __init__(self, config: EncoderConfig, merges: bool = False, moe_ff1: bool = False,
+                 moe_ff2: bool = False) -> None:
+        super().__init__()
+        d = config.d_model
+        self.merges = merges  # a merge module after self-attention
+        self.ff1 = MoEFeedForward(d, config.ff_dim, config.dropout, config.moe) if moe_ff1 \
+            else FeedForward(d, config.ff_dim, config.dropout)
+        self.attn_norm = nn.LayerNorm(d)
+        self.attn = SelfAttention(d, config.num_heads, config.dropout)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.conv = ConvModule(d, config.conv_kernel, config.dropout)
+        self.ff2 = MoEFeedForward(d, config.ff_dim, config.dropout, config.moe) if moe_ff2 \
+            else FeedForward(d, config.ff_dim, config.dropout)
+        self.final_norm = nn.LayerNorm(d)
+
+    @staticmethod
+    def _feed_forward(module: nn.Module, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor | None]:
+        if isinstance(module, MoEFeedForward):
+            return module(x, lens)
+        return module(x), None
+
+    def forward(
+        self, x: Tensor, tokens: Tokens, rotary: tuple[Tensor, Tensor], cache: LayerState, ctx: PassContext
+    ) -> tuple[Tensor, Tokens, LayerState | None, list[Tensor]]:
+        """x: (B, T, D) tokens described by `tokens`. Returns the output, the (possibly merged)
+        tokens, the new cache (None without a streaming window) and MoE balance losses."""
+        balance: list[Tensor] = []
+        width = cache.key.shape[2]
+        cache = _used_part(cache)  # attend only to slots some stream uses (merged caches hold fewer)
+        ff, bal = self._feed_forward(self.ff1, x, tokens.lens)
+        balance += [bal] if bal is not None else []
+        x = x + 0.5 * ff
+        real = tokens.real()
+        key_start = torch.cat([cache.start, tokens.start], dim=1)
+        key_real = torch.cat([cache.valid, real], dim=1)
+        mask = attention_mask(tokens.start, real, key_start, key_real, ctx.chunk_size, ctx.left_context)
+        # log(size) of every key; padding slots have size 0: clamp so no -inf (NaN * 0 = NaN) leaks
+        key_bias = torch.cat([cache.size, tokens.size], dim=1).clamp(min=1).to(x.dtype).log() \
+            if ctx.proportional else None
+        attn, key, value, key_summary = self.attn(self.attn_norm(x), rotary, mask, cache.key, cache.value, key_bias)
+        x = x + self.attn_dropout(attn)
+        new_cache = None
+        if ctx.window_start is not None:  # streaming: the block's input tokens of the last L frames
+            keep = key_real & (key_start >= ctx.window_start[:, None])
+            new_cache = LayerState(
+                key=keep_right(torch.cat([cache.key, key.to(cache.key.dtype)], dim=2), keep, width, dim=2),
+                value=keep_right(torch.cat([cache.value, value.to(cache.value.dtype)], dim=2), keep, width, dim=2),
+                valid=keep_right(key_real, keep, width, dim=1),
+                start=keep_right(key_start, keep, width, dim=1),
+                size=keep_right(torch.cat([cache.size, tokens.size], dim=1), keep, width, dim=1),
+                conv=cache.conv,
+            )
+        if self.merges and ctx.merge_values is not None and x.shape[1] > 1:
+            x, tokens = self.merge(x, tokens, key_summary, ctx)
+        conv, conv_cache = self.conv(x, tokens.lens, cache.conv)
+        x = x + conv
+        ff, bal = self._feed_forward(self.ff2, x, tokens.lens)
+        balance += [bal] if bal is not None else []
+        x = x + 0.5 * ff
+        if new_cache is not None:
+            new_cache.conv = conv_cache
+        return self.final_norm(x), tokens, new_cache, balance
+
+    @staticmethod
+    def merge(x: Tensor, tokens: Tokens, key_summary: Tensor, ctx: PassContext) -> tuple[Tensor, Tokens]:
+        similarity = adjacent_similarity(key_summary)
+        pair_ok = mergeable_pairs(tokens.lens, tokens.start, ctx.chunk_size)
+        if ctx.merge_mode == "ratio":
+            budget, group = ratio_budget(tokens.lens, tokens.start, ctx.chunk_size, ctx.merge_values)
+            chosen = select_pairs(similarity, pair_ok, budget=budget, group=group)
+        else:
+            chosen = select_pairs(similarity, pair_ok, threshold=ctx.merge_values)
+        if not bool(chosen.any()):
+            return x, tokens
+        x, lens, start, size = merge_tokens(x, tokens.lens, tokens.start, tokens.size, chosen)
+        return x, Tokens(lens, start, size)
 
 
 class FeatureNorm(nn.Module):
@@ -148,19 +257,82 @@ class FeatureNorm(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
+def validate_merge_config(merge: MergeConfig, num_layers: int) -> None:
+    """A clear error for a merge configuration the encoder cannot run."""
+    if merge.mode not in ("threshold", "ratio"):
+        raise ValueError(f"merge.mode must be 'threshold' or 'ratio', got {merge.mode!r}")
+    bad_layers = [i for i in merge.layers if not 0 <= i < num_layers]
+    if bad_layers or len(set(merge.layers)) != len(merge.layers):
+        raise ValueError(f"merge.layers must be distinct block indices in [0, {num_layers}), got {list(merge.layers)}")
+    names = merge.granularities
+    if not names or len(set(names)) != len(names) or "auto" in names:
+        raise ValueError(f"merge.granularities must be distinct names (not 'auto'), got {list(names)}")
+    if not len(merge.values) == len(merge.loss_weights) == len(names):
+        raise ValueError(f"merge.values and merge.loss_weights need one entry per granularity {list(names)}")
+    for name, value in zip(names, merge.values):
+        validate_merge_value(merge.mode, value, name)
+    if any(w < 0 for w in merge.loss_weights) or not any(w > 0 for w in merge.loss_weights):
+        raise ValueError(f"merge.loss_weights must be >= 0 with at least one > 0, got {list(merge.loss_weights)}")
+
+
+def validate_merge_value(mode: str, value: float, name: str = "") -> None:
+    label = f" of granularity {name!r}" if name else ""
+    if mode == "threshold" and not -1.0 <= value <= 1.0:
+        raise ValueError(f"merge threshold{label} must be a cosine in [-1, 1] (1.0 merges nothing), got {value}")
+    if mode == "ratio" and not 0.0 <= value <= MAX_RATIO:
+        raise ValueError(f"merge ratio{label} must be in [0, {MAX_RATIO}] (0 merges nothing), got {value}")
+
+
 class ConformerEncoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
+        validate_merge_config(config.merge, config.num_layers)
+        if config.moe.enabled and not config.merge.layers:
+            raise ValueError("MoE feed-forwards follow merge points: set encoder.merge.layers or disable encoder.moe")
         self.config = config
         self.input_norm = FeatureNorm(config.num_features)
         self.subsampling = Conv2dSubsampling(config.num_features, config.d_model, config.subsampling_channels)
         self.rotary = RotaryEmbedding(config.d_model // config.num_heads, config.rotary_base)
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(ConformerBlock(config) for _ in range(config.num_layers))
+        merge_layers = set(config.merge.layers)
+        first_merge = min(merge_layers) if merge_layers else config.num_layers
+        moe = config.moe.enabled
+        # MoE feed-forwards: every one that sees merged tokens (ff2 of the first merge block on).
+        self.layers = nn.ModuleList(
+            ConformerBlock(config, merges=i in merge_layers, moe_ff1=moe and i > first_merge,
+                           moe_ff2=moe and i >= first_merge)
+            for i in range(config.num_layers)
+        )
+        self.first_merge = first_merge
 
     @property
     def output_dim(self) -> int:
         return self.config.d_model
+
+    @property
+    def granularities(self) -> tuple[str, ...]:
+        return self.config.merge.granularities
+
+    def merge_values(self, granularity: str | Sequence[str] | None, batch_size: int,
+                     device: torch.device | str) -> Tensor | None:
+        """(B,) merge threshold/ratio per row for a granularity name (or one name per row); None
+        when nothing would merge. None picks the default (first) granularity."""
+        merge = self.config.merge
+        names = [granularity] * batch_size if granularity is None or isinstance(granularity, str) \
+            else list(granularity)
+        if len(names) != batch_size:
+            raise ValueError(f"{len(names)} granularities for a batch of {batch_size}")
+        names = [merge.granularities[0] if n is None else n for n in names]
+        unknown = sorted({n for n in names if n not in merge.granularities})
+        if unknown:
+            raise ValueError(f"unknown granularity {unknown[0]!r}; this model has {list(merge.granularities)}")
+        if not merge.layers:
+            return None
+        values = [merge.values[merge.granularities.index(n)] for n in names]
+        no_op = 1.0 if merge.mode == "threshold" else 0.0
+        if all(v >= no_op if merge.mode == "threshold" else v <= no_op for v in values):
+            return None
+        return torch.tensor(values, dtype=torch.float32, device=device)
 
     def init_state(self, batch_size: int, left_context: int, device: torch.device | str = "cpu") -> EncoderState:
         """A fresh streaming state: empty attention caches of `left_context` frames."""
@@ -173,6 +345,8 @@ class ConformerEncoder(nn.Module):
                 key=torch.zeros(batch_size, heads, left_context, head_dim, device=device),
                 value=torch.zeros(batch_size, heads, left_context, head_dim, device=device),
                 valid=torch.zeros(batch_size, left_context, dtype=torch.bool, device=device),
+                start=torch.zeros(batch_size, left_context, dtype=torch.long, device=device),
+                size=torch.ones(batch_size, left_context, dtype=torch.long, device=device),
                 conv=torch.zeros(batch_size, c.d_model, c.conv_kernel - 1, device=device),
             )
             for _ in range(c.num_layers)
@@ -199,15 +373,41 @@ class ConformerEncoder(nn.Module):
         state: EncoderState | None = None,
         chunk_size: int = -1,
         left_context: int = -1,
+        granularity: str | Sequence[str] | None = None,
     ) -> EncoderOutput:
         """
         x: (B, T, F) features, x_lens: (B,). Without `state`: the offline pass under a chunk mask
         (chunk_size <= 0: full context). With `state`: the next piece of each stream; its frames
         are chunked by absolute position, left context is the state's cache size, and T must be
-        a multiple of 4 except for a stream's last piece.
+        a multiple of 4 except for a stream's last piece. `granularity` names how much the merge
+        modules merge (one name, or one per row); None is the model's default (finest).
         """
+        h, tokens, state, ctx = self._front(x, x_lens, state, chunk_size, left_context, granularity)
+        return self._blocks(h, tokens, state, ctx, range(len(self.layers)))
+
+    def forward_granularities(
+        self, x: Tensor, x_lens: Tensor, names: Sequence[str], chunk_size: int = -1, left_context: int = -1
+    ) -> dict[str, EncoderOutput]:
+        """Offline passes at several granularities that share the blocks before the first merge
+        module (Matryoshka training): one output per name."""
+        h, tokens, state, ctx = self._front(x, x_lens, None, chunk_size, left_context, None)
+        shared = self._blocks(h, tokens, state, ctx, range(self.first_merge))
+        outputs = {}
+        for name in names:
+            values = self.merge_values(name, x.shape[0], x.device)
+            ctx_g = PassContext(ctx.chunk_size, ctx.left_context, None, values, ctx.merge_mode,
+                                ctx.proportional and values is not None)
+            tokens_g = Tokens(shared.out_lens, shared.start, shared.size)
+            out = self._blocks(shared.out, tokens_g, state, ctx_g, range(self.first_merge, len(self.layers)))
+            if shared.balance_loss is not None:
+                out.balance_loss = shared.balance_loss + (out.balance_loss if out.balance_loss is not None else 0)
+            outputs[name] = out
+        return outputs
+
+    def _front(self, x, x_lens, state, chunk_size, left_context, granularity):
         if x.dim() != 3 or x.shape[-1] != self.config.num_features:
             raise ValueError(f"encoder input must be (B, T, {self.config.num_features}), got {tuple(x.shape)}")
+        values = self.merge_values(granularity, x.shape[0], x.device)
         stateless = state is None
         if stateless:
             state = self.init_state(x.shape[0], 0, x.device)
@@ -215,18 +415,48 @@ class ConformerEncoder(nn.Module):
             left_context = state.layers[0].key.shape[2] if state.layers else 0
         h, h_lens, sub_cache = self.subsampling(self.input_norm(x), x_lens, state.subsampling)
         h = self.dropout(h)
-        num_new = h.shape[1]
-        positions = state.num_frames[:, None] + torch.arange(num_new, device=h.device)  # (B, T')
-        rotary = self.rotary(positions, h.dtype)
-        cache_size = state.layers[0].key.shape[2] if state.layers else 0
-        mask = chunk_attention_mask(state.num_frames, h_lens, num_new, cache_size, chunk_size, left_context)
-        new_layers = state.layers
-        if num_new > 0:  # a tail of < 4 feature frames only refills the subsampling cache
-            new_layers = []
-            for layer, cache in zip(self.layers, state.layers):
-                h, new_cache = layer(h, h_lens, rotary, mask, cache)
-                new_layers.append(new_cache)
-        if stateless:
-            return EncoderOutput(h, h_lens, None)
-        new_state = EncoderState(subsampling=sub_cache, layers=new_layers, num_frames=state.num_frames + h_lens)
-        return EncoderOutput(h, h_lens, new_state)
+        tokens = Tokens.frames(state.num_frames, h_lens, h.shape[1])
+        window_start = None if stateless else state.num_frames + h_lens - left_context
+        merge = self.config.merge
+        ctx = PassContext(chunk_size, left_context, window_start, values, merge.mode,
+                          merge.proportional_attention and values is not None)
+        state = EncoderState(subsampling=sub_cache, layers=state.layers, num_frames=state.num_frames) \
+            if not stateless else None
+        return h, tokens, state, ctx
+
+    def _blocks(self, h: Tensor, tokens: Tokens, state: EncoderState | None, ctx: PassContext,
+                indices: range) -> EncoderOutput:
+        """Run blocks `indices` on tokens; with a state, update those blocks' caches."""
+        caches = state.layers if state is not None else None
+        balance: list[Tensor] = []
+        new_layers = list(caches) if caches is not None else None
+        frame_lens = tokens.size.masked_fill(~tokens.real(), 0).sum(1)
+        if h.shape[1] > 0:  # a tail of < 4 feature frames only refills the subsampling cache
+            rotary = self.rotary(tokens.positions(), h.dtype)
+            for i in indices:
+                cache = caches[i] if caches is not None else self._empty_cache(h)
+                before = tokens
+                h, tokens, new_cache, bal = self.layers[i](h, tokens, rotary, cache, ctx)
+                balance += bal
+                if new_layers is not None:
+                    new_layers[i] = new_cache
+                if tokens is not before:
+                    rotary = self.rotary(tokens.positions(), h.dtype)
+        new_state = None
+        if state is not None:
+            new_state = EncoderState(subsampling=state.subsampling, layers=new_layers,
+                                     num_frames=state.num_frames + frame_lens)
+        return EncoderOutput(h, tokens.lens, new_state, tokens.start, tokens.size,
+                             torch.stack(balance).mean() if balance else None)
+
+    def _empty_cache(self, h: Tensor) -> LayerState:
+        c = self.config
+        batch, device = h.shape[0], h.device
+        heads, head_dim = c.num_heads, c.d_model // c.num_heads
+        return LayerState(
+            key=h.new_zeros(batch, heads, 0, head_dim), value=h.new_zeros(batch, heads, 0, head_dim),
+            valid=torch.zeros(batch, 0, dtype=torch.bool, device=device),
+            start=torch.zeros(batch, 0, dtype=torch.long, device=device),
+            size=torch.ones(batch, 0, dtype=torch.long, device=device),
+            conv=h.new_zeros(batch, c.d_model, c.conv_kernel - 1),
+        )

@@ -19,15 +19,20 @@ S = TypeVar("S")
 class LayerState:
     """Cache of one Conformer block.
 
-    key, value: (B, H, L, Dh) attention cache of the last L frames (keys already rotary-encoded
-        at their absolute positions, so they never need re-encoding).
-    valid: (B, L) bool, False for cache slots not filled yet (a young stream).
+    key, value: (B, H, L, Dh) attention cache: the block's input tokens that start within the
+        last L encoder frames, right-aligned (keys already rotary-encoded at their positions, so
+        they never need re-encoding). With token merging a token covers several frames, so fewer
+        than L slots are in use.
+    valid: (B, L) bool, False for unused slots (a young stream, or merged tokens).
+    start, size: (B, L) int64 first encoder frame and number of frames of each cached token.
     conv: (B, D, K-1) the last K-1 inputs of the causal depthwise convolution.
     """
 
     key: Tensor
     value: Tensor
     valid: Tensor
+    start: Tensor
+    size: Tensor
     conv: Tensor
 
 

@@ -1,7 +1,7 @@
 """Conformer transducer: encoder, stateless decoder, joiner, pruned RNN-T (+ optional CTC) loss."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,10 @@ class TransducerLoss:
     simple: Tensor  # scalar, summed over the batch
     pruned: Tensor
     ctc: Tensor | None
-    num_frames: int  # encoder frames in the batch, for per-frame normalisation in logs
+    num_frames: int  # encoder frames in the batch (before merging), for per-frame normalisation
+    balance: Tensor | None = None  # MoE load-balancing loss (a mean, already in `loss` with its scale)
+    by_granularity: dict[str, float] = field(default_factory=dict)  # pruned loss sum per granularity
+    tokens_kept: dict[str, float] = field(default_factory=dict)  # encoder tokens / frames per granularity
 
 
 class Transducer(nn.Module):
@@ -49,20 +52,45 @@ class Transducer(nn.Module):
         ids padded past target_lens (B,). Dynamic chunk training picks this batch's chunking."""
         self.validate_batch(features, feature_lens, targets, target_lens)
         chunk_size, left_context = self.encoder.sample_chunking() if self.training else (-1, -1)
-        enc = self.encoder(features, feature_lens, chunk_size=chunk_size, left_context=left_context)
-        return self.losses(enc, targets, target_lens, step)
+        merge = self.config.encoder.merge
+        if not merge.layers:
+            enc = self.encoder(features, feature_lens, chunk_size=chunk_size, left_context=left_context)
+            return self.losses(enc, targets, target_lens, step)
+        # Matryoshka: every granularity with a weight, sharing the blocks before the first merge.
+        weights = {n: w for n, w in zip(merge.granularities, merge.loss_weights) if w > 0}
+        outputs = self.encoder.forward_granularities(features, feature_lens, list(weights), chunk_size, left_context)
+        parts = {name: self.losses(out, targets, target_lens, step) for name, out in outputs.items()}
+        total_weight = sum(weights.values())
+
+        def mix(get):
+            values = [get(p) for p in parts.values()]
+            if any(v is None for v in values):
+                return None
+            return sum(weights[n] * v for n, v in zip(parts, values)) / total_weight
+
+        first = next(iter(parts.values()))
+        return TransducerLoss(
+            mix(lambda p: p.loss), mix(lambda p: p.simple), mix(lambda p: p.pruned), mix(lambda p: p.ctc),
+            first.num_frames, mix(lambda p: p.balance),
+            {n: float(p.pruned.detach()) for n, p in parts.items()},
+            {n: float(out.out_lens.sum()) / max(1, first.num_frames) for n, out in outputs.items()},
+        )
 
     def losses(self, enc: EncoderOutput, targets: Tensor, target_lens: Tensor, step: int) -> TransducerLoss:
         cfg = self.config.loss
         blank = self.blank_id
         dec = self.decoder(self.decoder.training_input(targets))  # (B, S + 1, Dd)
+        # Merging may leave fewer tokens than the pruned lattice's width assumes: widen it so every
+        # utterance's tokens fit ((s_range - 1) tokens per encoder token at most).
+        need = int(torch.ceil(target_lens.float() / enc.out_lens.clamp(min=1).float()).max()) + 1
+        s_range = max(cfg.s_range, need)
         out = pruned_rnnt_loss(
             self.joiner,
             am=self.simple_am_proj(enc.out),  # (B, T, V)
             lm=self.simple_lm_proj(dec),  # (B, S + 1, V)
             am_proj=self.joiner.encoder_proj(enc.out),  # (B, T, J)
             lm_proj=self.joiner.decoder_proj(dec),  # (B, S + 1, J)
-            targets=targets, frame_lens=enc.out_lens, target_lens=target_lens, s_range=cfg.s_range,
+            targets=targets, frame_lens=enc.out_lens, target_lens=target_lens, s_range=s_range,
             blank_id=blank, lm_only_scale=cfg.lm_only_scale, am_only_scale=cfg.am_only_scale, reduction="sum",
         )
         simple, pruned = out.simple, out.pruned
@@ -74,7 +102,11 @@ class Transducer(nn.Module):
             ctc = F.ctc_loss(log_probs, targets, enc.out_lens, target_lens, blank=blank, reduction="sum",
                              zero_infinity=True)
             total = total + cfg.ctc_scale * ctc
-        return TransducerLoss(total, simple, pruned, ctc, int(enc.out_lens.sum()))
+        balance = enc.balance_loss
+        if balance is not None:
+            # per frame like the other terms, so its scale does not depend on the batch size
+            total = total + self.config.encoder.moe.balance_scale * balance * int(enc.frame_lens.sum())
+        return TransducerLoss(total, simple, pruned, ctc, int(enc.frame_lens.sum()), balance)
 
     def validate_batch(self, features: Tensor, feature_lens: Tensor, targets: Tensor, target_lens: Tensor) -> None:
         """Clear errors for malformed batches before any compute, not an index error deep inside."""

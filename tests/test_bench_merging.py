@@ -1,0 +1,32 @@
+"""bench/merging.py runs end to end on a tiny checkpoint: one row per granularity and mode, the
+coarser granularities keeping fewer tokens, speed-ups measured against the finest."""
+import pytest
+
+from asr.checkpoint import save_checkpoint
+from asr.config import MergeConfig
+from asr.model import Transducer
+from asr.tokenizer import Tokenizer
+from bench import merging
+from recipes.synthetic.espeak import espeak_available
+from tests.conftest import small_config
+from tests.prepared_data import make_prepared_dir
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (make test installs it)")
+
+
+def test_merging_benchmark_reports_every_granularity_and_mode(tmp_path):
+    layout = make_prepared_dir(tmp_path / "data", {"test-clean": 3}, vocab_size=40)
+    tokenizer = Tokenizer.from_file(layout.bpe_model)
+    merge = MergeConfig(layers=(1,), mode="ratio", granularities=("full", "coarse"), values=(0.0, 0.4),
+                        loss_weights=(1.0, 1.0))
+    model = Transducer(small_config(vocab_size=40, num_layers=2, merge=merge)).eval()
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, model, tokenizer)
+    rows = merging.main(["--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"),
+                         "--chunks", "-1", "8", "--no-record"])
+    assert [(r[0], r[1]) for r in rows] == [("full", "offline"), ("coarse", "offline"),
+                                            ("full", "stream 320 ms"), ("coarse", "stream 320 ms")]
+    kept = {(r[0], r[1]): float(r[2].rstrip("%")) for r in rows}
+    assert kept[("full", "offline")] == 100.0 and kept[("coarse", "offline")] < 80.0
+    assert kept[("coarse", "stream 320 ms")] < 80.0
+    assert all(r[8] == "1.00x" for r in rows if r[0] == "full")
