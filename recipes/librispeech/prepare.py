@@ -182,16 +182,20 @@ def make_manifests(
     results = {}
     for part in parts:
         marker = manifest_dir / f".manifests_{part}.completed"
-        if marker.is_file():
-            logger.info("manifests: %s already prepared (%s exists); skipped", part, marker.name)
+        fingerprint = corpus_fingerprint(corpus_dir / part)
+        if marker.is_file() and marker.read_text() == fingerprint:
+            logger.info("manifests: %s already prepared from this corpus; skipped", part)
             results[part] = _read_part_summary(manifest_dir, part)
             continue
+        if marker.is_file():
+            logger.info("manifests: the corpus of %s changed since its manifests were made; redoing them", part)
+            marker.unlink()
         scan = scan_part(corpus_dir / part, num_jobs)
         if scan.issues and on_error == "stop":
             more = f"; {len(scan.issues) - 1} more problem(s) in {part}" if len(scan.issues) > 1 else ""
             raise ValueError(f"{scan.issues[0].describe()}{more}; fix the corpus or use on_error='skip'")
         results[part] = _write_part_manifests(corpus_dir, manifest_dir, scan, num_jobs)
-        marker.touch()
+        marker.write_text(fingerprint)
     return results
 
 
@@ -306,7 +310,8 @@ def make_cuts(
     for part in parts:
         cuts_path = outputs[part] = _cuts_path(fbank_dir, part)
         marker = fbank_dir / f".cuts_{part}.completed"
-        if cuts_path.is_file() and marker.is_file() and marker.read_text() == mode:
+        stamp = f"{mode}|{_manifest_stamp(manifest_dir, part)}"  # redo when the manifests were remade
+        if cuts_path.is_file() and marker.is_file() and marker.read_text() == stamp:
             logger.info("cuts: %s already made with %s features; skipped", part, mode)
             continue
         marker.unlink(missing_ok=True)
@@ -332,9 +337,26 @@ def make_cuts(
             if len(cuts) < num_cuts:  # lhotse drops cuts whose audio fails to decode, silently
                 logger.warning("cuts: %s lost %d cuts whose audio could not be decoded", part, num_cuts - len(cuts))
         _save_atomically(cuts, cuts_path)
-        marker.write_text(mode)
+        marker.write_text(stamp)
         logger.info("cuts: %s has %d cuts with %s features", part, len(cuts), mode)
     return outputs
+
+
+def corpus_fingerprint(part_dir: Path) -> str:
+    """Number, total size and newest change time of a corpus part's files: a changed, grown or
+    regenerated corpus gives another fingerprint, so its manifests are remade."""
+    count = size = newest = 0
+    for path in Path(part_dir).rglob("*"):
+        if path.is_file():
+            info = path.stat()
+            count, size, newest = count + 1, size + info.st_size, max(newest, info.st_mtime_ns)
+    return f"{count} files, {size} bytes, newest {newest}"
+
+
+def _manifest_stamp(manifest_dir: Path, part: str) -> str:
+    stats = [p.stat() for p in (_recordings_path(manifest_dir, part), _supervisions_path(manifest_dir, part))
+             if p.is_file()]
+    return ",".join(f"{s.st_size}:{s.st_mtime_ns}" for s in stats)
 
 
 def _remove_features(fbank_dir: Path, part: str) -> None:
@@ -352,9 +374,6 @@ def train_bpe(manifest_dir: Pathlike, lang_dir: Pathlike, parts: Sequence[str], 
     (dev/test text must not leak into the vocabulary); they are also kept in ``transcripts.txt``."""
     manifest_dir, lang_dir = Path(manifest_dir), Path(lang_dir)
     model_path = _bpe_model_path(lang_dir, vocab_size)
-    if model_path.is_file():
-        logger.info("bpe: %s exists; skipped", model_path)
-        return model_path
     train_parts = [part for part in parts if is_training_part(part)]
     if not train_parts:
         raise ValueError(f"no training part among {list(parts)}; the BPE model is trained on train-* parts only")
@@ -363,6 +382,10 @@ def train_bpe(manifest_dir: Pathlike, lang_dir: Pathlike, parts: Sequence[str], 
         for part in train_parts
         for segment in load_manifest(_supervisions_path(manifest_dir, part), SupervisionSet)
     ]
+    transcripts = _transcripts_path(lang_dir)
+    if model_path.is_file() and transcripts.is_file() and transcripts.read_text() == "".join(f"{t}\n" for t in texts):
+        logger.info("bpe: %s exists for these transcripts; skipped", model_path)
+        return model_path
     lang_dir.mkdir(parents=True, exist_ok=True)
     _transcripts_path(lang_dir).write_text("".join(f"{text}\n" for text in texts))
     tokenizer = train_tokenizer(texts, vocab_size, model_type="bpe", model_prefix=lang_dir / f"bpe_{vocab_size}")

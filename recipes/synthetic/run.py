@@ -28,13 +28,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="recipes/librispeech/conf/cpu-small.yaml", help="training config (YAML)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one training config field (repeatable)")
-    parser.add_argument("--train-hours", type=float, default=2.2, help="hours of synthetic training speech")
+    parser.add_argument("--train-hours", type=float, default=6.0, help="hours of synthetic training speech")
     parser.add_argument("--train-utterances", type=int, help="utterances instead of hours (tests)")
     parser.add_argument("--dev-minutes", type=float, default=8.0, help="minutes of dev-clean")
     parser.add_argument("--test-minutes", type=float, default=15.0, help="minutes of test-clean")
     parser.add_argument("--eval-utterances", type=int, help="dev/test utterances instead of minutes (tests)")
     parser.add_argument("--vocab-size", type=int, help="BPE size (default: the config's)")
-    parser.add_argument("--max-minutes", type=float, default=30.0, help="training wall-time budget (0 = none)")
+    parser.add_argument("--max-words", type=int, default=12,
+                        help="cut sentences longer than this into clause-level phrases (0: whole sentences)")
+    parser.add_argument("--utterance-seconds", default="1-6",
+                        help="MIN-MAX target utterance length; short utterances let a small corpus align quickly")
+    parser.add_argument("--max-minutes", type=float, default=36.0, help="training wall-time budget (0 = none)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
     parser.add_argument("--workers", type=int, default=2, help="processes for generation and features")
     parser.add_argument("--no-record", action="store_true", help="do not add the result row to BENCHMARKS.md")
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     from recipes.synthetic import generate
 
     gen_args = ["--out", str(args.work_dir / "corpus"), "--seed", str(args.seed), "--workers", str(args.workers),
-                "--long-form", "0"]
+                "--long-form", "0", "--max-words", str(args.max_words), "--utterance-seconds", args.utterance_seconds]
     if args.train_utterances:
         gen_args += ["--train-utterances", str(args.train_utterances)]
     else:
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         gen_args += ["--dev-utterances", str(args.eval_utterances), "--test-utterances", str(args.eval_utterances)]
     else:
         gen_args += ["--dev-minutes", str(args.dev_minutes), "--test-minutes", str(args.test_minutes)]
-    generate.main(gen_args)
+    report = generate.main(gen_args)
+    train_hours = sum(r.seconds for r in report.splits if r.split.startswith("train")) / 3600
     timings["generate"] = time.time() - start
 
     config = load_config(args.config, args.set)
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
     log.info("done: %s; total %.1f min; results in %s", summary, sum(timings.values()) / 60, args.exp_dir / "wer.md")
     if not args.no_record:
-        record_row(checkpoint, results, timings, args.train_utterances or args.train_hours)
+        record_row(checkpoint, results, timings, f"{train_hours:.2f}")
 
 
 def record_row(checkpoint: Path, results, timings: dict[str, float], train_size) -> None:

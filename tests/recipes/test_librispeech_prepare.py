@@ -108,7 +108,23 @@ def test_end_to_end_writes_manifests_features_equal_to_serving_fbank_and_a_bpe_m
     for part in PARTS:
         assert f"manifests: {part} already prepared" in messages
         assert f"cuts: {part} already made with precomputed features; skipped" in messages
-    assert "bpe_500.model exists; skipped" in messages
+    assert "bpe_500.model exists for these transcripts; skipped" in messages
+
+
+def test_a_grown_corpus_is_prepared_again_instead_of_reusing_stale_manifests(tmp_path, caplog):
+    write_corpus(tmp_path / "corpus")
+    config = PrepareConfig(output_dir=tmp_path / "data", corpus_dir=tmp_path / "corpus", num_jobs=1)
+    layout = prepare(config)
+    chapter_dir = tmp_path / "corpus" / "LibriSpeech" / "train-clean-100" / "1" / "10"
+    write_utterance(chapter_dir, "1-10-0003", np.random.default_rng(1))
+    with (chapter_dir / "1-10.trans.txt").open("a") as f:
+        f.write("1-10-0003 FAST SPEECH IS FUN\n")
+    with caplog.at_level(logging.INFO, logger="recipes.librispeech.prepare"):
+        prepare(config)
+    assert "the corpus of train-clean-100 changed" in caplog.text
+    assert "dev-clean already prepared from this corpus" in caplog.text  # untouched parts are kept
+    assert "1-10-0003" in load_manifest(layout.cuts("train-clean-100")).ids
+    assert "FAST SPEECH IS FUN" in layout.transcripts.read_text().splitlines()  # BPE retrained
 
 
 # Damages a clean part dir; returns the bad utterance id, the file an error must name, and the line.
