@@ -10,6 +10,7 @@ encoder equals that pass (tests/model/test_streaming.py), so the WER is the stre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ class DecodeSetting:
     method: str  # "greedy" or "beam"
     chunk_size: int  # encoder frames per chunk; -1 = offline full context
     left_context: int = 64  # encoder frames of left context when streaming
-    granularity: str | None = None  # merge granularity; None = the model's default (finest)
+    granularity: str | None = None  # merge granularity; None = the model's default (finest); "all" = each
 
     @property
     def name(self) -> str:
@@ -100,6 +101,9 @@ def evaluate_part(model: Transducer, tokenizer: Tokenizer, data: DataConfig, par
 def evaluate(checkpoint: Path, data: DataConfig, parts: tuple[str, ...], settings: list[DecodeSetting],
              device: str = "cpu") -> list[WerResult]:
     ckpt = load_checkpoint(checkpoint, device)
+    names = ckpt.model.encoder.granularities
+    settings = [dataclasses.replace(s, granularity=g) for s in settings
+                for g in (names if s.granularity == "all" else [s.granularity])]
     for setting in settings:  # an unknown granularity fails now, naming the valid ones
         ckpt.model.encoder.merge_values(setting.granularity, 1, device)
     out_dir = checkpoint.parent
@@ -133,10 +137,7 @@ def main(argv: list[str] | None = None) -> list[WerResult]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = DataConfig(data_dir=args.data_dir, max_duration=args.max_duration, num_workers=0)
-    granularities = args.granularities
-    if granularities == ["all"]:
-        granularities = list(load_checkpoint(args.checkpoint).model.encoder.granularities)
-    settings = [DecodeSetting(m, c, args.left_context, g) for g in granularities for m in args.methods
+    settings = [DecodeSetting(m, c, args.left_context, g) for g in args.granularities for m in args.methods
                 for c in args.chunks]
     return evaluate(args.checkpoint, data, tuple(args.parts), settings, args.device)
 

@@ -49,21 +49,12 @@ class Totals:
 
 @torch.inference_mode()
 def decode_one(model, feats: torch.Tensor, granularity: str, chunk: int, left: int, totals: Totals) -> list[int]:
-    """Decode one utterance (feats (T, F)); add its timings and token counts to `totals`."""
+    """Decode one utterance (feats (T, F)); add its timings and token counts to `totals`. Offline
+    is one encoder call on everything; streaming one call per chunk with the state."""
     decoder = StreamingDecoder(model, GreedySearch(), 1)
     encoder = model.encoder
-    if chunk <= 0:
-        started = time.perf_counter()
-        enc = encoder(feats[None], torch.tensor([feats.shape[0]]), granularity=granularity)
-        middle = time.perf_counter()
-        decoder.accept(enc.out, enc.out_lens, enc.spans)
-        totals.encoder += middle - started
-        totals.search += time.perf_counter() - middle
-        totals.frames += int(enc.frame_lens.sum())
-        totals.tokens += int(enc.out_lens.sum())
-        return list(decoder.results[0].tokens)
-    state = encoder.init_state(1, left)
-    step = SUBSAMPLING_FACTOR * chunk
+    state = encoder.init_state(1, left) if chunk > 0 else None
+    step = SUBSAMPLING_FACTOR * chunk if chunk > 0 else feats.shape[0]
     for start in range(0, feats.shape[0], step):
         piece = feats[start : start + step][None]
         started = time.perf_counter()

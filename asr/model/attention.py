@@ -62,12 +62,12 @@ class SelfAttention(nn.Module):
         key_bias: (B, L + T) added to every query's logit for that key (log token size:
         proportional attention), or None.
         Returns y (B, T, D), the keys/values of the new frames (B, H, T, Dh), and their keys
-        before rotary, averaged over heads (B, T, Dh): what token merging compares.
+        before rotary (B, H, T, Dh): what token merging compares.
         """
         batch, frames, _ = x.shape
         q, k, v = self.qkv(x).view(batch, frames, 3, self.num_heads, self.head_dim).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
-        key_summary = k.mean(1)
+        raw_key = k
         cos, sin = rotary
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         keys = torch.cat([cache_key.to(k.dtype), k], dim=2)  # (B, H, L + T, Dh)
@@ -80,4 +80,4 @@ class SelfAttention(nn.Module):
             q, keys, values, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
-        return self.out(y), k, v, key_summary
+        return self.out(y), k, v, raw_key

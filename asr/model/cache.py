@@ -29,16 +29,19 @@ def append_and_trim(cache: Tensor, new: Tensor, new_lens: Tensor, dim: int) -> T
     return take_window(joined, new_lens, size, dim)
 
 
-def keep_right(x: Tensor, keep: Tensor, width: int, dim: int) -> Tensor:
-    """The entries of `x` where `keep` (B, N) is True, in order, right-aligned in `width` slots
-    along `dim` (zeros before them). x: (B, ..., N, ...); every row keeps at most `width`."""
-    count = keep.sum(1, keepdim=True)
-    target = width - count + keep.long().cumsum(1) - 1  # (B, N)
-    target = torch.where(keep, target, torch.full_like(target, width))  # dropped -> spare slot
+def right_aligned_slots(keep: Tensor, width: int) -> Tensor:
+    """(B, N) slot of every entry where `keep` is True when the kept entries are packed, in order,
+    against the right end of `width` slots; dropped entries get the spare slot `width`. Every row
+    keeps at most `width`."""
+    target = width - keep.sum(1, keepdim=True) + keep.long().cumsum(1) - 1
+    return torch.where(keep, target, torch.full_like(target, width))
+
+
+def scatter_right(x: Tensor, slots: Tensor, width: int, dim: int) -> Tensor:
+    """x: (B, ..., N, ...) placed along `dim` into `width` slots by `right_aligned_slots`; zeros elsewhere."""
     shape = [1] * x.dim()
     shape[0], shape[dim] = x.shape[0], x.shape[dim]
-    index = target.view(shape).expand_as(x)
+    index = slots.view(shape).expand_as(x)
     out_shape = list(x.shape)
     out_shape[dim] = width + 1
-    out = x.new_zeros(out_shape).scatter(dim, index, x)
-    return out.narrow(dim, 0, width)
+    return x.new_zeros(out_shape).scatter(dim, index, x).narrow(dim, 0, width)

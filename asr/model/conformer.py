@@ -6,6 +6,7 @@ full pass under the same chunk mask (tests/model/test_streaming.py proves it).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from asr.config import EncoderConfig, MergeConfig
 from asr.model.attention import RotaryEmbedding, SelfAttention
-from asr.model.cache import append_and_trim, keep_right
+from asr.model.cache import append_and_trim, right_aligned_slots, scatter_right
 from asr.model.merge import MAX_RATIO, adjacent_similarity, merge_tokens, mergeable_pairs, ratio_budget, select_pairs
 from asr.model.moe import MoEFeedForward
 from asr.model.state import EncoderState, LayerState
@@ -147,16 +148,35 @@ def chunk_attention_mask(
                           chunk_size, left_context)
 
 
-def _used_part(cache: LayerState) -> LayerState:
-    """The cache without its leading slots that no stream of the batch uses (valid entries are
-    right-aligned), so attention over a merged or young cache costs what it holds."""
-    width = cache.valid.shape[1]
-    used = int(cache.valid.sum(1).max()) if width else 0
-    if used == width:
-        return cache
-    first = width - used
-    return LayerState(cache.key[:, :, first:], cache.value[:, :, first:], cache.valid[:, first:],
-                      cache.start[:, first:], cache.size[:, first:], cache.conv)
+@dataclass
+class KeyLayout:
+    """Which keys an attention call sees and where each lands in the new cache. It depends only on
+    the tokens and on the cache's bookkeeping, so blocks that see the same tokens with caches of
+    the same layout (every block up to the first merge) share one: built once per encoder call."""
+
+    first: int  # leading cache slots no stream uses; attention skips them (merged caches hold fewer)
+    start: Tensor  # (B, L' + T) first frame of every key: the used cache slots, then the new tokens
+    size: Tensor  # (B, L' + T) frames each key covers
+    real: Tensor  # (B, L' + T)
+    mask: Tensor  # (B, T, L' + T)
+    bias: Tensor | None  # (B, L' + T) log(size) for proportional attention
+    slots: Tensor | None  # (B, L' + T) slot of each key in the new cache (streaming only)
+
+    @staticmethod
+    def build(cache: LayerState, tokens: Tokens, ctx: PassContext, dtype: torch.dtype) -> "KeyLayout":
+        width = cache.valid.shape[1]
+        first = width - int(cache.valid.sum(1).max()) if width else 0
+        real = tokens.real()
+        start = torch.cat([cache.start[:, first:], tokens.start], dim=1)
+        size = torch.cat([cache.size[:, first:], tokens.size], dim=1)
+        key_real = torch.cat([cache.valid[:, first:], real], dim=1)
+        mask = attention_mask(tokens.start, real, start, key_real, ctx.chunk_size, ctx.left_context)
+        # padding slots have size 0: clamp, so no -inf (NaN * 0 = NaN) leaks into real outputs
+        bias = size.clamp(min=1).to(dtype).log() if ctx.proportional else None
+        slots = None
+        if ctx.window_start is not None:  # streaming: keep the tokens of the last L frames
+            slots = right_aligned_slots(key_real & (start >= ctx.window_start[:, None]), width)
+        return KeyLayout(first, start, size, key_real, mask, bias, slots)
 
 
 class ConformerBlock(nn.Module):
@@ -182,50 +202,46 @@ class ConformerBlock(nn.Module):
         return module(x), None
 
     def forward(
-        self, x: Tensor, tokens: Tokens, rotary: tuple[Tensor, Tensor], cache: LayerState, ctx: PassContext
-    ) -> tuple[Tensor, Tokens, LayerState | None, list[Tensor]]:
-        """x: (B, T, D) tokens described by `tokens`. Returns the output, the (possibly merged)
-        tokens, the new cache (None without a streaming window) and MoE balance losses."""
+        self, x: Tensor, tokens: Tokens, rotary: tuple[Tensor, Tensor], cache: LayerState, ctx: PassContext,
+        layout: KeyLayout | None = None,
+    ) -> tuple[Tensor, Tokens, LayerState | None, list[Tensor], KeyLayout]:
+        """x: (B, T, D) tokens described by `tokens`; `layout` when an earlier block of this call
+        saw the same tokens and cache layout. Returns the output, the (possibly merged) tokens, the
+        new cache (None without a streaming window), MoE balance losses and the layout used."""
         balance: list[Tensor] = []
-        width = cache.key.shape[2]
-        cache = _used_part(cache)  # attend only to slots some stream uses (merged caches hold fewer)
+        layout = layout or KeyLayout.build(cache, tokens, ctx, x.dtype)
         ff, bal = self._feed_forward(self.ff1, x, tokens.lens)
         balance += [bal] if bal is not None else []
         x = x + 0.5 * ff
-        real = tokens.real()
-        key_start = torch.cat([cache.start, tokens.start], dim=1)
-        key_real = torch.cat([cache.valid, real], dim=1)
-        mask = attention_mask(tokens.start, real, key_start, key_real, ctx.chunk_size, ctx.left_context)
-        # log(size) of every key; padding slots have size 0: clamp so no -inf (NaN * 0 = NaN) leaks
-        key_bias = torch.cat([cache.size, tokens.size], dim=1).clamp(min=1).to(x.dtype).log() \
-            if ctx.proportional else None
-        attn, key, value, key_summary = self.attn(self.attn_norm(x), rotary, mask, cache.key, cache.value, key_bias)
+        cache_key, cache_value = cache.key[:, :, layout.first:], cache.value[:, :, layout.first:]
+        attn, key, value, raw_key = self.attn(self.attn_norm(x), rotary, layout.mask, cache_key, cache_value,
+                                              layout.bias)
         x = x + self.attn_dropout(attn)
-        new_cache = None
-        if ctx.window_start is not None:  # streaming: the block's input tokens of the last L frames
-            keep = key_real & (key_start >= ctx.window_start[:, None])
-            new_cache = LayerState(
-                key=keep_right(torch.cat([cache.key, key.to(cache.key.dtype)], dim=2), keep, width, dim=2),
-                value=keep_right(torch.cat([cache.value, value.to(cache.value.dtype)], dim=2), keep, width, dim=2),
-                valid=keep_right(key_real, keep, width, dim=1),
-                start=keep_right(key_start, keep, width, dim=1),
-                size=keep_right(torch.cat([cache.size, tokens.size], dim=1), keep, width, dim=1),
-                conv=cache.conv,
-            )
         if self.merges and ctx.merge_values is not None and x.shape[1] > 1:
-            x, tokens = self.merge(x, tokens, key_summary, ctx)
+            x, tokens = self.merge(x, tokens, raw_key.mean(1), ctx)
         conv, conv_cache = self.conv(x, tokens.lens, cache.conv)
         x = x + conv
         ff, bal = self._feed_forward(self.ff2, x, tokens.lens)
         balance += [bal] if bal is not None else []
         x = x + 0.5 * ff
-        if new_cache is not None:
-            new_cache.conv = conv_cache
-        return self.final_norm(x), tokens, new_cache, balance
+        new_cache = None
+        if layout.slots is not None:  # the block's input tokens, not the merged ones: they are its keys
+            width = cache.key.shape[2]
+            new_cache = LayerState(
+                key=scatter_right(torch.cat([cache_key, key.to(cache_key.dtype)], dim=2), layout.slots, width, 2),
+                value=scatter_right(torch.cat([cache_value, value.to(cache_value.dtype)], dim=2), layout.slots,
+                                    width, 2),
+                valid=scatter_right(layout.real, layout.slots, width, 1),
+                start=scatter_right(layout.start, layout.slots, width, 1),
+                size=scatter_right(layout.size, layout.slots, width, 1),
+                conv=conv_cache,
+            )
+        return self.final_norm(x), tokens, new_cache, balance, layout
 
     @staticmethod
-    def merge(x: Tensor, tokens: Tokens, key_summary: Tensor, ctx: PassContext) -> tuple[Tensor, Tokens]:
-        similarity = adjacent_similarity(key_summary)
+    def merge(x: Tensor, tokens: Tokens, keys: Tensor, ctx: PassContext) -> tuple[Tensor, Tokens]:
+        """keys: (B, T, Dh) attention keys before rotary, averaged over heads."""
+        similarity = adjacent_similarity(keys)
         pair_ok = mergeable_pairs(tokens.lens, tokens.start, ctx.chunk_size)
         if ctx.merge_mode == "ratio":
             budget, group = ratio_budget(tokens.lens, tokens.start, ctx.chunk_size, ctx.merge_values)
@@ -395,8 +411,8 @@ class ConformerEncoder(nn.Module):
         outputs = {}
         for name in names:
             values = self.merge_values(name, x.shape[0], x.device)
-            ctx_g = PassContext(ctx.chunk_size, ctx.left_context, None, values, ctx.merge_mode,
-                                ctx.proportional and values is not None)
+            ctx_g = dataclasses.replace(ctx, merge_values=values,
+                                        proportional=self.config.merge.proportional_attention and values is not None)
             tokens_g = Tokens(shared.out_lens, shared.start, shared.size)
             out = self._blocks(shared.out, tokens_g, state, ctx_g, range(self.first_merge, len(self.layers)))
             if shared.balance_loss is not None:
@@ -405,6 +421,8 @@ class ConformerEncoder(nn.Module):
         return outputs
 
     def _front(self, x, x_lens, state, chunk_size, left_context, granularity):
+        """Input checks, normalisation and subsampling. Returns the first tokens, the state to run
+        the blocks with (empty caches offline) and the pass context (no cache window offline)."""
         if x.dim() != 3 or x.shape[-1] != self.config.num_features:
             raise ValueError(f"encoder input must be (B, T, {self.config.num_features}), got {tuple(x.shape)}")
         values = self.merge_values(granularity, x.shape[0], x.device)
@@ -420,43 +438,26 @@ class ConformerEncoder(nn.Module):
         merge = self.config.merge
         ctx = PassContext(chunk_size, left_context, window_start, values, merge.mode,
                           merge.proportional_attention and values is not None)
-        state = EncoderState(subsampling=sub_cache, layers=state.layers, num_frames=state.num_frames) \
-            if not stateless else None
-        return h, tokens, state, ctx
+        return h, tokens, EncoderState(sub_cache, state.layers, state.num_frames), ctx
 
-    def _blocks(self, h: Tensor, tokens: Tokens, state: EncoderState | None, ctx: PassContext,
+    def _blocks(self, h: Tensor, tokens: Tokens, state: EncoderState, ctx: PassContext,
                 indices: range) -> EncoderOutput:
-        """Run blocks `indices` on tokens; with a state, update those blocks' caches."""
-        caches = state.layers if state is not None else None
+        """Run blocks `indices` on tokens; when streaming, update those blocks' caches."""
+        streaming = ctx.window_start is not None
         balance: list[Tensor] = []
-        new_layers = list(caches) if caches is not None else None
+        new_layers = list(state.layers)
         frame_lens = tokens.size.masked_fill(~tokens.real(), 0).sum(1)
         if h.shape[1] > 0:  # a tail of < 4 feature frames only refills the subsampling cache
             rotary = self.rotary(tokens.positions(), h.dtype)
+            layout = None
             for i in indices:
-                cache = caches[i] if caches is not None else self._empty_cache(h)
-                before = tokens
-                h, tokens, new_cache, bal = self.layers[i](h, tokens, rotary, cache, ctx)
+                h, merged, new_layers[i], bal, layout = self.layers[i](h, tokens, rotary, state.layers[i], ctx, layout)
                 balance += bal
-                if new_layers is not None:
-                    new_layers[i] = new_cache
-                if tokens is not before:
+                if merged is not tokens:
+                    tokens, layout = merged, None
                     rotary = self.rotary(tokens.positions(), h.dtype)
-        new_state = None
-        if state is not None:
-            new_state = EncoderState(subsampling=state.subsampling, layers=new_layers,
-                                     num_frames=state.num_frames + frame_lens)
+                elif streaming and i >= self.first_merge:
+                    layout = None  # later blocks cache merged tokens: each has its own layout
+        new_state = EncoderState(state.subsampling, new_layers, state.num_frames + frame_lens) if streaming else None
         return EncoderOutput(h, tokens.lens, new_state, tokens.start, tokens.size,
                              torch.stack(balance).mean() if balance else None)
-
-    def _empty_cache(self, h: Tensor) -> LayerState:
-        c = self.config
-        batch, device = h.shape[0], h.device
-        heads, head_dim = c.num_heads, c.d_model // c.num_heads
-        return LayerState(
-            key=h.new_zeros(batch, heads, 0, head_dim), value=h.new_zeros(batch, heads, 0, head_dim),
-            valid=torch.zeros(batch, 0, dtype=torch.bool, device=device),
-            start=torch.zeros(batch, 0, dtype=torch.long, device=device),
-            size=torch.ones(batch, 0, dtype=torch.long, device=device),
-            conv=h.new_zeros(batch, c.d_model, c.conv_kernel - 1),
-        )

@@ -102,11 +102,12 @@ class Transducer(nn.Module):
             ctc = F.ctc_loss(log_probs, targets, enc.out_lens, target_lens, blank=blank, reduction="sum",
                              zero_infinity=True)
             total = total + cfg.ctc_scale * ctc
+        frames = int(enc.frame_lens.sum())
         balance = enc.balance_loss
         if balance is not None:
             # per frame like the other terms, so its scale does not depend on the batch size
-            total = total + self.config.encoder.moe.balance_scale * balance * int(enc.frame_lens.sum())
-        return TransducerLoss(total, simple, pruned, ctc, int(enc.frame_lens.sum()), balance)
+            total = total + self.config.encoder.moe.balance_scale * balance * frames
+        return TransducerLoss(total, simple, pruned, ctc, frames, balance)
 
     def validate_batch(self, features: Tensor, feature_lens: Tensor, targets: Tensor, target_lens: Tensor) -> None:
         """Clear errors for malformed batches before any compute, not an index error deep inside."""
