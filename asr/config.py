@@ -141,6 +141,14 @@ class DataConfig:
     volume_perturb: bool = False  # random gain
     noise_cuts: str = ""  # lhotse CutSet of noise to mix in at 10-20 dB SNR; "" = none
     spec_augment: bool = True  # time warp, frequency and time masks on training features
+    # SpecAugment strength; the defaults are icefall's LibriSpeech setting (up to 10 masks of
+    # 1 s each: meant for 10-20 s utterances). Short clips want fewer, narrower masks.
+    spec_time_warp: int = 80  # time-warp factor (frames)
+    spec_feature_masks: int = 2  # frequency masks per utterance
+    spec_feature_mask_size: int = 27  # widest frequency mask (mel bins)
+    spec_frame_masks: int = 10  # time masks per utterance (lhotse scales them to the utterance length)
+    spec_frame_mask_size: int = 100  # widest time mask (frames)
+    spec_max_frames_fraction: float = 0.15  # at most this share of the frames are masked
 
 
 @dataclass(frozen=True)

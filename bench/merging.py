@@ -4,9 +4,13 @@ with speed ratios against the finest granularity measured in the same run.
 
     python -m bench.merging --checkpoint exp/synthetic-matryoshka/final.pt --data-dir data/synthetic/prepared
 
-Every utterance is decoded alone (batch 1, as a live stream is served), greedy search. Streaming
-feeds the encoder one chunk at a time with its state, exactly as the recognizer does, and times
-each chunk's encoder step and search step. Rows go to BENCHMARKS.md unless --no-record.
+    python -m bench.merging ... --device cuda --batch-sizes 1 64
+
+Greedy search. Batch 1 decodes every utterance alone, as a lone live stream is served; batch B
+decodes B utterances side by side (sorted by length, padded), as the server batches streams.
+Streaming feeds the encoder one chunk at a time with its state, exactly as the recognizer does, and
+times each chunk's encoder step and search step (synchronising the GPU before each clock read).
+Rows go to BENCHMARKS.md unless --no-record.
 """
 from __future__ import annotations
 
@@ -47,27 +51,41 @@ class Totals:
         return 100.0 * self.errors / max(1, self.words)
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
-def decode_one(model, feats: torch.Tensor, granularity: str, chunk: int, left: int, totals: Totals) -> list[int]:
-    """Decode one utterance (feats (T, F)); add its timings and token counts to `totals`. Offline
-    is one encoder call on everything; streaming one call per chunk with the state."""
-    decoder = StreamingDecoder(model, GreedySearch(), 1)
+def decode_batch(model, feats: list[torch.Tensor], granularity: str, chunk: int, left: int, totals: Totals,
+                 device: torch.device) -> list[list[int]]:
+    """Decode utterances side by side (feats: a list of (T, F)); add their timings and token counts
+    to `totals`. Offline is one encoder call on everything; streaming one call per chunk with the
+    state, rows whose audio has ended taking part with no new frames."""
+    batch = len(feats)
+    lens = torch.tensor([f.shape[0] for f in feats], device=device)
+    padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(device)
+    decoder = StreamingDecoder(model, GreedySearch(), batch)
     encoder = model.encoder
-    state = encoder.init_state(1, left) if chunk > 0 else None
-    step = SUBSAMPLING_FACTOR * chunk if chunk > 0 else feats.shape[0]
-    for start in range(0, feats.shape[0], step):
-        piece = feats[start : start + step][None]
+    state = encoder.init_state(batch, left, device=device) if chunk > 0 else None
+    step = SUBSAMPLING_FACTOR * chunk if chunk > 0 else padded.shape[1]
+    for start in range(0, padded.shape[1], step):
+        piece = padded[:, start : start + step]
+        piece_lens = (lens - start).clamp(min=0, max=piece.shape[1])
+        synchronize(device)
         started = time.perf_counter()
-        enc = encoder(piece, torch.tensor([piece.shape[1]]), state=state, chunk_size=chunk, granularity=granularity)
+        enc = encoder(piece, piece_lens, state=state, chunk_size=chunk, granularity=granularity)
+        synchronize(device)
         middle = time.perf_counter()
         state = enc.state
         if enc.out.shape[1]:
             decoder.accept(enc.out, enc.out_lens, enc.spans)
+        synchronize(device)
         totals.encoder += middle - started
         totals.search += time.perf_counter() - middle
         totals.frames += int(enc.frame_lens.sum())
         totals.tokens += int(enc.out_lens.sum())
-    return list(decoder.results[0].tokens)
+    return [list(r.tokens) for r in decoder.results]
 
 
 def main(argv: list[str] | None = None) -> list[list[str]]:
@@ -80,47 +98,57 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     parser.add_argument("--left-context", type=int, default=64, help="streaming left context, encoder frames")
     parser.add_argument("--max-utterances", type=int, default=0, help="decode only the first N (0 = all)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1],
+                        help="utterances decoded side by side (1 = each alone, as a lone live stream)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not write BENCHMARKS.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint)
+    device = torch.device(args.device)
+    ckpt = load_checkpoint(args.checkpoint, device)
     model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
     granularities = list(model.encoder.granularities)
     cuts = list(load_cuts(DataConfig(data_dir=args.data_dir), (args.part,)))
     if args.max_utterances:
         cuts = cuts[: args.max_utterances]
+    cuts.sort(key=lambda c: c.duration)  # batches of similar lengths, as a length-bucketing server would
     utterances = [(torch.from_numpy(c.load_features()), " ".join(s.text for s in c.supervisions).split()) for c in cuts]
     audio_seconds = sum(c.duration for c in cuts)
-    decode_one(model, utterances[0][0], granularities[0], -1, args.left_context, Totals())  # warm-up
     rows, results = [], {}
-    for chunk in args.chunks:
-        mode = "offline" if chunk <= 0 else f"stream {chunk * 40} ms"
-        for name in granularities:
-            totals = Totals()
-            for feats, ref in tqdm(utterances, desc=f"{name} {mode}", leave=False):
-                hyp = tokenizer.decode(decode_one(model, feats, name, chunk, args.left_context, totals)).split()
-                subs, dels, ins, _ = score(ref, hyp)
-                totals.errors += subs + dels + ins
-                totals.words += len(ref)
-            results[(mode, name)] = totals
-            base = results[(mode, granularities[0])]
-            total = (totals.encoder + totals.search) / audio_seconds
-            speedup = (base.encoder + base.search) / max(1e-9, totals.encoder + totals.search)
-            row = [name, mode, f"{100 * totals.kept:.1f}%", f"{totals.wer:.2f}",
-                   f"{totals.encoder / audio_seconds:.4f}", f"{totals.search / audio_seconds:.4f}", f"{total:.4f}",
-                   f"{base.encoder / max(1e-9, totals.encoder):.2f}x", f"{speedup:.2f}x"]
-            rows.append(row)
-            log.info("%s %s: kept %s, WER %s, encoder %s s/s, joiner+search %s s/s, total %s s/s, "
-                     "encoder speed-up %s, total speed-up %s", *row)
-    columns = ["granularity", "mode", "tokens kept", "WER %", "encoder s/s", "joiner+search s/s", "total s/s",
+    for batch_size in args.batch_sizes:
+        batches = [utterances[i : i + batch_size] for i in range(0, len(utterances), batch_size)]
+        for chunk in (-1, 8):  # warm-up: kernels, allocator and autotuning out of the timings
+            decode_batch(model, [f for f, _ in batches[-1]], granularities[-1], chunk, args.left_context, Totals(),
+                         device)
+        for chunk in args.chunks:
+            mode = "offline" if chunk <= 0 else f"stream {chunk * 40} ms"
+            for name in granularities:
+                totals = Totals()
+                for batch in tqdm(batches, desc=f"batch {batch_size} {name} {mode}", leave=False):
+                    hyps = decode_batch(model, [f for f, _ in batch], name, chunk, args.left_context, totals, device)
+                    for tokens, (_, ref) in zip(hyps, batch):
+                        subs, dels, ins, _ = score(ref, tokenizer.decode(tokens).split())
+                        totals.errors += subs + dels + ins
+                        totals.words += len(ref)
+                results[(batch_size, mode, name)] = totals
+                base = results[(batch_size, mode, granularities[0])]
+                total = (totals.encoder + totals.search) / audio_seconds
+                speedup = (base.encoder + base.search) / max(1e-9, totals.encoder + totals.search)
+                row = [name, mode, str(batch_size), f"{100 * totals.kept:.1f}%", f"{totals.wer:.2f}",
+                       f"{totals.encoder / audio_seconds:.4f}", f"{totals.search / audio_seconds:.4f}",
+                       f"{total:.4f}", f"{base.encoder / max(1e-9, totals.encoder):.2f}x", f"{speedup:.2f}x"]
+                rows.append(row)
+                log.info("%s %s batch %s: kept %s, WER %s, encoder %s s/s, joiner+search %s s/s, total %s s/s, "
+                         "encoder speed-up %s, total speed-up %s", *row)
+    columns = ["granularity", "mode", "batch", "tokens kept", "WER %", "encoder s/s", "joiner+search s/s", "total s/s",
                "encoder speed-up", "total speed-up"]
     print("| " + " | ".join(columns) + " |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     if not args.no_record:
-        note = (f"Per granularity: encoder tokens kept, WER and compute seconds per second of audio, batch 1, greedy; "
+        note = (f"Per granularity: encoder tokens kept, WER and compute seconds per second of audio, greedy; "
                 f"speed-ups against `{granularities[0]}` in the same run. Test set: {args.part}, "
                 f"{len(cuts)} utterances, {audio_seconds / 60:.1f} min; checkpoint {args.checkpoint}; {machine()}.")
         record("Token merging: granularity trade-off", columns, rows, note)

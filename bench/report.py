@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import sys
 from pathlib import Path
 
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+REPO = Path(__file__).resolve().parent.parent
+# ASR_BENCHMARKS redirects the rows, e.g. to a file outside a working tree that gets re-synced.
+BENCHMARKS = Path(os.environ.get("ASR_BENCHMARKS", REPO / "BENCHMARKS.md"))
 
 
 def machine() -> str:
@@ -27,7 +30,7 @@ def machine() -> str:
 
 def record(section: str, columns: list[str], rows: list[list[str]], note: str = "") -> None:
     """Append `rows` to the table of `section` (created if missing), stamped with date and command."""
-    command = "python -m " + Path(sys.argv[0]).with_suffix("").relative_to(BENCHMARKS.parent).as_posix().replace("/", ".")
+    command = "python -m " + Path(sys.argv[0]).resolve().with_suffix("").relative_to(REPO).as_posix().replace("/", ".")
     command += "".join(" " + a for a in sys.argv[1:])
     header = ["date", "machine", *columns, "command"]
     lines = BENCHMARKS.read_text().splitlines() if BENCHMARKS.exists() else ["# Benchmarks", ""]

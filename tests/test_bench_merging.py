@@ -1,5 +1,6 @@
 """bench/merging.py runs end to end on a tiny checkpoint: one row per granularity and mode, the
-coarser granularities keeping fewer tokens, speed-ups measured against the finest."""
+coarser granularities keeping fewer tokens, speed-ups measured against the finest; decoding side by
+side in a batch gives the same words as decoding each utterance alone."""
 import pytest
 
 from asr.checkpoint import save_checkpoint
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not in
 
 
 def test_merging_benchmark_reports_every_granularity_and_mode(tmp_path):
-    layout = make_prepared_dir(tmp_path / "data", {"test-clean": 3}, vocab_size=40)
+    layout = make_prepared_dir(tmp_path / "data", {"test-clean": 4}, vocab_size=40)
     tokenizer = Tokenizer.from_file(layout.bpe_model)
     merge = MergeConfig(layers=(1,), mode="ratio", granularities=("full", "coarse"), values=(0.0, 0.4),
                         loss_weights=(1.0, 1.0))
@@ -23,10 +24,14 @@ def test_merging_benchmark_reports_every_granularity_and_mode(tmp_path):
     checkpoint = tmp_path / "model.pt"
     save_checkpoint(checkpoint, model, tokenizer)
     rows = merging.main(["--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"),
-                         "--chunks", "-1", "8", "--no-record"])
-    assert [(r[0], r[1]) for r in rows] == [("full", "offline"), ("coarse", "offline"),
-                                            ("full", "stream 320 ms"), ("coarse", "stream 320 ms")]
-    kept = {(r[0], r[1]): float(r[2].rstrip("%")) for r in rows}
-    assert kept[("full", "offline")] == 100.0 and kept[("coarse", "offline")] < 80.0
-    assert kept[("coarse", "stream 320 ms")] < 80.0
-    assert all(r[8] == "1.00x" for r in rows if r[0] == "full")
+                         "--chunks", "-1", "8", "--batch-sizes", "1", "3", "--no-record"])
+    settings = [("full", "offline"), ("coarse", "offline"), ("full", "stream 320 ms"), ("coarse", "stream 320 ms")]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(*s, b) for b in ("1", "3") for s in settings]
+    kept = {(r[0], r[1], r[2]): float(r[3].rstrip("%")) for r in rows}
+    assert kept[("full", "offline", "1")] == 100.0 and kept[("coarse", "offline", "1")] < 80.0
+    assert kept[("coarse", "stream 320 ms", "1")] < 80.0
+    assert all(r[9] == "1.00x" for r in rows if r[0] == "full")
+    # Batch 3 pads utterances of different lengths (a last batch of 1): same tokens, same errors.
+    by_setting = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
+    for name, mode in settings:
+        assert by_setting[(name, mode, "3")] == by_setting[(name, mode, "1")]

@@ -151,8 +151,11 @@ def train_dataloader(cuts: CutSet, tokenizer: Tokenizer, config: DataConfig, see
         cut_transforms.append(PerturbVolume(p=0.5))
     if config.noise_cuts:
         cut_transforms.append(CutMix(load_manifest_lazy(config.noise_cuts), snr=(10, 20), p=0.5))
-    input_transforms = [SpecAugment(time_warp_factor=80, num_frame_masks=10, features_mask_size=27,
-                                    frames_mask_size=100)] if config.spec_augment else []
+    input_transforms = [SpecAugment(
+        time_warp_factor=config.spec_time_warp, num_feature_masks=config.spec_feature_masks,
+        features_mask_size=config.spec_feature_mask_size, num_frame_masks=config.spec_frame_masks,
+        frames_mask_size=config.spec_frame_mask_size, max_frames_mask_fraction=config.spec_max_frames_fraction,
+    )] if config.spec_augment else []
     dataset = K2SpeechRecognitionDataset(
         cut_transforms=cut_transforms,
         input_transforms=input_transforms,

@@ -328,12 +328,22 @@ def make_cuts(
             num_cuts = len(cuts)
             # Each lhotse worker is a spawned process that imports torch (seconds): not worth it for small parts.
             jobs = max(1, min(num_jobs, num_cuts // MIN_CUTS_PER_JOB))
-            cuts = cuts.compute_and_store_features(
-                extractor=KaldiNativeFbank(feature_config),
-                storage_path=_features_path(fbank_dir, part),
-                num_jobs=jobs,
-                storage_type=LilcomChunkyWriter,
-            )
+            # Each spawned worker would start a torch thread per core: jobs x cores threads thrash
+            # (16 jobs on 16 cores stalled for minutes). One thread each; the workers inherit the env.
+            saved = os.environ.get("OMP_NUM_THREADS")
+            os.environ["OMP_NUM_THREADS"] = "1"
+            try:
+                cuts = cuts.compute_and_store_features(
+                    extractor=KaldiNativeFbank(feature_config),
+                    storage_path=_features_path(fbank_dir, part),
+                    num_jobs=jobs,
+                    storage_type=LilcomChunkyWriter,
+                )
+            finally:
+                if saved is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = saved
             if len(cuts) < num_cuts:  # lhotse drops cuts whose audio fails to decode, silently
                 logger.warning("cuts: %s lost %d cuts whose audio could not be decoded", part, num_cuts - len(cuts))
         _save_atomically(cuts, cuts_path)

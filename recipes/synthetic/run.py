@@ -13,6 +13,8 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from asr import evaluate as evaluate_module
 from asr.config import apply_overrides
 from asr.train import Trainer, load_config
@@ -25,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("data/synthetic"), help="corpus and prepared data")
     parser.add_argument("--exp-dir", type=Path, default=Path("exp/synthetic-cpu-small"), help="checkpoints, logs, WER")
-    parser.add_argument("--config", default="recipes/librispeech/conf/cpu-small.yaml", help="training config (YAML)")
+    parser.add_argument("--config", action="append",
+                        help="training config (YAML); repeatable, a later file overriding an earlier one "
+                             "(default: recipes/librispeech/conf/cpu-small.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one training config field (repeatable)")
     parser.add_argument("--train-hours", type=float, default=6.0, help="hours of synthetic training speech")
@@ -39,10 +43,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--utterance-seconds", default="1-6",
                         help="MIN-MAX target utterance length; short utterances let a small corpus align quickly")
     parser.add_argument("--max-minutes", type=float, default=36.0, help="training wall-time budget (0 = none)")
+    parser.add_argument("--text-sources", default="devil",
+                        help="sentence sources, comma-separated: devil, gcide (apt-get install dict-gcide)")
+    parser.add_argument("--stages", default="data,train,decode",
+                        help="which stages to run, comma-separated: data (generate + prepare), train, decode")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
     parser.add_argument("--workers", type=int, default=2, help="processes for generation and features")
     parser.add_argument("--no-record", action="store_true", help="do not add the result row to BENCHMARKS.md")
     args = parser.parse_args(argv)
+    stages = set(args.stages.split(","))
+    if not stages or stages - {"data", "train", "decode"}:
+        parser.error(f"--stages takes data, train and decode; got {args.stages!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     timings: dict[str, float] = {}
 
@@ -50,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     from recipes.synthetic import generate
 
     gen_args = ["--out", str(args.work_dir / "corpus"), "--seed", str(args.seed), "--workers", str(args.workers),
-                "--long-form", "0", "--max-words", str(args.max_words), "--utterance-seconds", args.utterance_seconds]
+                "--long-form", "0", "--text-sources", args.text_sources, "--max-words", str(args.max_words), "--utterance-seconds", args.utterance_seconds]
     if args.train_utterances:
         gen_args += ["--train-utterances", str(args.train_utterances)]
     else:
@@ -63,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     train_hours = sum(r.seconds for r in report.splits if r.split.startswith("train")) / 3600
     timings["generate"] = time.time() - start
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config or ["recipes/librispeech/conf/cpu-small.yaml"], args.set)
     vocab = args.vocab_size or config.data.vocab_size
     prepared = args.work_dir / "prepared"
     start = time.time()
@@ -79,12 +90,51 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.time()
     results = evaluate_module.main(["--checkpoint", str(checkpoint), "--data-dir", str(prepared), "--parts",
-                                    "test-clean", "--methods", "greedy", "--chunks", "8", "-1"])
+                                    "test-clean", "--methods", "greedy", "--chunks", "8", "-1",
+                                    "--device", "cuda" if torch.cuda.is_available() else "cpu"])
     timings["decode"] = time.time() - start
     summary = ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
     log.info("done: %s; total %.1f min; results in %s", summary, sum(timings.values()) / 60, args.exp_dir / "wer.md")
     if not args.no_record:
         record_row(checkpoint, results, timings, f"{train_hours:.2f}")
+
+
+def record_throughput(checkpoint: Path, config, configs: list[str] | None, train_hours: float) -> None:
+    """A row of training speed: seconds of audio trained per second of wall time (the mean over
+    the last logged rows, past the start-up), with the model, device and batch size."""
+    import csv
+
+    from asr.checkpoint import load_checkpoint
+    from bench.report import record
+
+    log_file = Path(config.exp_dir) / "train_log.csv"
+    rows = list(csv.DictReader(log_file.open())) if log_file.exists() else []
+    if not rows:
+        return
+    tail = rows[len(rows) // 2 :]
+    speed = sum(float(r["audio_seconds_per_second"]) for r in tail) / len(tail)
+    ckpt = load_checkpoint(checkpoint)
+    params = sum(p.numel() for p in ckpt.model.parameters()) / 1e6
+    merge = config.model.encoder.merge
+    granularities = len(merge.granularities) if merge.layers else 1
+    record(
+        "Training throughput",
+        ["config", "params", "granularities per batch", "batch (s of audio)", "train data", "steps", "audio s/s"],
+        [[" + ".join(Path(c).stem for c in configs or ["cpu-small"]), f"{params:.1f}M", str(granularities),
+          f"{config.data.max_duration:g}", f"{train_hours:.2f} h synthetic", rows[-1]["step"], f"{speed:.0f}"]],
+        note="Seconds of audio trained per second of wall time, the mean over the second half of the run "
+             "(one process; bf16 autocast on GPU). A Matryoshka model trains every granularity on each batch.",
+    )
+
+
+def _train_hours(corpus: Path) -> float:
+    """Hours of training speech in a generated corpus, from its splits' completion markers."""
+    import json
+
+    seconds = 0.0
+    for marker in (corpus / "LibriSpeech").glob("train-*/.completed"):
+        seconds += json.loads(marker.read_text()).get("seconds", 0.0)
+    return seconds / 3600
 
 
 def record_row(checkpoint: Path, results, timings: dict[str, float], train_size) -> None:
@@ -99,7 +149,7 @@ def record_row(checkpoint: Path, results, timings: dict[str, float], train_size)
         ["train data", "params", "steps (epochs)", "prepare+train+decode min", "test-clean WER streaming 320 ms",
          "test-clean WER offline"],
         [[f"{train_size} h synthetic", f"{params:.1f}M", f"{ckpt.meta['steps']} ({ckpt.meta['epochs']})",
-          f"{(timings['prepare'] + timings['train'] + timings['decode']) / 60:.1f}",
+          f"{sum(timings.get(k, 0.0) for k in ('prepare', 'train', 'decode')) / 60:.1f}",
           wer.get("greedy-chunk320ms", "-"), wer.get("greedy-offline", "-")]],
         note="Greedy search; test speakers' voices and test sentences are never seen in training.",
     )

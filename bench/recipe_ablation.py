@@ -1,0 +1,196 @@
+"""Recipe ablations at a fixed step count, run side by side, with one WER table at the end.
+
+    python -m bench.recipe_ablation bench/ablations/cpu-small.yaml --parallel 6
+
+The YAML names a base config, the step count and the variants; each variant may change the corpus
+(`work_dir`, `text_sources`), the BPE size and any config field (`set`, as `--set` takes them):
+
+    base_config: recipes/librispeech/conf/cpu-small.yaml
+    max_steps: 4846
+    corpus: {train_hours: 6}
+    variants:
+      - {name: baseline, work_dir: data/synthetic6h}
+      - {name: specaug-light, work_dir: data/synthetic6h, set: [data.spec_augment=true, data.spec_frame_masks=2]}
+
+A fixed step count makes a GPU run of a CPU recipe a cheap proxy for the CPU run: same batches, same
+schedule, same number of updates, minutes instead of the CPU's 36. Every corpus is generated and
+prepared first (once per distinct corpus), then the variants train and decode in parallel through
+`recipes.synthetic.run`, each in `<exp_root>/<name>`. The table (greedy WER on test-clean,
+streaming at 320 ms and offline) is printed and recorded in BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger("bench.recipe_ablation")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    work_dir: str
+    text_sources: str = "devil"
+    vocab_size: int = 0  # 0 = the config's
+    train_hours: float = 0.0  # 0 = the plan's corpus setting
+    sets: tuple[str, ...] = ()
+
+    @property
+    def corpus_key(self) -> tuple[str, str, int, float]:
+        return self.work_dir, self.text_sources, self.vocab_size, self.train_hours
+
+
+@dataclass
+class Plan:
+    base_config: str
+    max_steps: int
+    exp_root: Path
+    corpus_args: list[str]
+    variants: list[Variant] = field(default_factory=list)
+
+
+def load_plan(path: Path, exp_root: Path | None) -> Plan:
+    spec = yaml.safe_load(path.read_text())
+    unknown = set(spec) - {"base_config", "max_steps", "exp_root", "corpus", "variants"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    corpus_args = []
+    for key, value in (spec.get("corpus") or {}).items():
+        corpus_args += [f"--{key.replace('_', '-')}", str(value)]
+    variants = []
+    for item in spec["variants"]:
+        extra = set(item) - {"name", "work_dir", "text_sources", "vocab_size", "train_hours", "set"}
+        if extra:
+            raise ValueError(f"{path}: variant {item.get('name')!r} has unknown keys {sorted(extra)}")
+        variants.append(Variant(item["name"], item["work_dir"], item.get("text_sources", "devil"),
+                                int(item.get("vocab_size", 0)), float(item.get("train_hours", 0)),
+                                tuple(item.get("set", ()))))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: variant names repeat: {names}")
+    return Plan(spec["base_config"], int(spec["max_steps"]), exp_root or Path(spec.get("exp_root", "exp/ablation")),
+                corpus_args, variants)
+
+
+def run_command(variant: Variant, plan: Plan, stages: str, workers: int) -> list[str]:
+    command = [sys.executable, "-m", "recipes.synthetic.run", "--work-dir", variant.work_dir,
+               "--exp-dir", str(plan.exp_root / variant.name), "--config", plan.base_config,
+               "--text-sources", variant.text_sources, "--stages", stages, "--max-minutes", "0",
+               "--workers", str(workers), "--no-record", "--set", f"max_steps={plan.max_steps}", *plan.corpus_args]
+    if variant.vocab_size:
+        command += ["--vocab-size", str(variant.vocab_size)]
+    if variant.train_hours:
+        command += ["--train-hours", str(variant.train_hours)]
+    for assignment in variant.sets:
+        command += ["--set", assignment]
+    return command
+
+
+def read_wer(exp_dir: Path) -> dict[str, str]:
+    """{setting: WER} from the evaluator's wer.md beside the checkpoint."""
+    wer = {}
+    table = exp_dir / "wer.md"
+    if table.exists():
+        for line in table.read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) > 2 and cells[1].startswith("greedy"):
+                wer[cells[1]] = cells[2]
+    return wer
+
+
+def read_training(exp_dir: Path) -> tuple[str, str, str]:
+    """(steps, training minutes, audio seconds per second) from the last row of the CSV log."""
+    log_file = exp_dir / "train_log.csv"
+    if not log_file.exists():
+        return "-", "-", "-"
+    rows = list(csv.DictReader(log_file.open()))
+    if not rows:
+        return "-", "-", "-"
+    last = rows[-1]
+    speed = sum(float(r["audio_seconds_per_second"]) for r in rows[-10:]) / len(rows[-10:])
+    return last["step"], f"{float(last['elapsed_minutes']):.1f}", f"{speed:.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("plan", type=Path, help="YAML file naming the base config, step count and variants")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants")
+    parser.add_argument("--parallel", type=int, default=1, help="variants trained at once")
+    parser.add_argument("--workers", type=int, default=2, help="processes for corpus generation and features")
+    parser.add_argument("--exp-root", type=Path, help="where each variant's exp dir goes (default: the plan's)")
+    parser.add_argument("--no-record", action="store_true", help="do not add the rows to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plan = load_plan(args.plan, args.exp_root)
+    variants = [v for v in plan.variants if not args.only or v.name in args.only]
+    if args.only and len(variants) != len(args.only):
+        parser.error(f"unknown variant(s) in --only; the plan has {[v.name for v in plan.variants]}")
+
+    started = time.time()
+    for key in dict.fromkeys(v.corpus_key for v in variants):
+        first = next(v for v in variants if v.corpus_key == key)
+        log.info("corpus %s (text %s, vocab %s, train hours %s)", *key)
+        subprocess.run(run_command(first, plan, "data", args.workers), check=True)
+    data_minutes = (time.time() - started) / 60
+
+    pending = list(variants)
+    running: list[tuple[Variant, subprocess.Popen, Path]] = []
+    failed = []
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            variant = pending.pop(0)
+            out = plan.exp_root / variant.name
+            out.mkdir(parents=True, exist_ok=True)
+            log_path = out / "ablation.log"
+            log.info("start %s: %s", variant.name, " ".join(variant.sets) or "(base)")
+            process = subprocess.Popen(run_command(variant, plan, "train,decode", args.workers),
+                                       stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+            running.append((variant, process, log_path))
+        time.sleep(2)
+        for item in list(running):
+            variant, process, log_path = item
+            if process.poll() is not None:
+                running.remove(item)
+                if process.returncode:
+                    failed.append(variant.name)
+                    tail = log_path.read_text().splitlines()[-15:]
+                    log.error("%s failed (exit %d):\n%s", variant.name, process.returncode, "\n".join(tail))
+                else:
+                    log.info("%s done", variant.name)
+
+    rows = []
+    for variant in variants:
+        exp_dir = plan.exp_root / variant.name
+        wer = read_wer(exp_dir)
+        steps, minutes, speed = read_training(exp_dir)
+        corpus = f"{Path(variant.work_dir).name} ({variant.text_sources})"
+        changes = " ".join(variant.sets) + (f" vocab={variant.vocab_size}" if variant.vocab_size else "") + (
+            f" train_hours={variant.train_hours:g}" if variant.train_hours else "")
+        rows.append([variant.name, corpus, changes.strip() or "-", steps, minutes, speed,
+                     wer.get("greedy-chunk320ms", "-"), wer.get("greedy-offline", "-")])
+    columns = ["variant", "corpus", "changes", "steps", "train min", "audio s/s", "WER streaming 320 ms",
+               "WER offline"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    log.info("corpora %.1f min, total %.1f min", data_minutes, (time.time() - started) / 60)
+    if not args.no_record:
+        from bench.report import record
+
+        record(f"Recipe ablations ({Path(plan.base_config).stem}, {plan.max_steps} steps each)", columns, rows,
+               note="Greedy search on synthetic test-clean (unseen voices and sentences). Every variant "
+                    "trains the same number of steps on the same batches as far as its change allows.")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
