@@ -27,9 +27,30 @@ class TokenTime:
 
 
 @dataclass(frozen=True)
+class WordTime:
+    word: str
+    start: float  # seconds: start of its first token
+    end: float  # seconds: end of its last token
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     tokens: tuple[TokenTime, ...]
+
+    @property
+    def words(self) -> tuple[WordTime, ...]:
+        """Words with times: sentencepiece marks a word's first piece with "▁"."""
+        words: list[WordTime] = []
+        for token in self.tokens:
+            text = token.piece.replace("▁", "")
+            if token.piece.startswith("▁") or not words:
+                if text or token.piece.startswith("▁"):
+                    words.append(WordTime(text, token.start, token.end))
+            else:
+                last = words[-1]
+                words[-1] = WordTime(last.word + text, last.start, max(last.end, token.end))
+        return tuple(w for w in words if w.word)
 
 
 class Recognizer:

@@ -1,0 +1,329 @@
+"""The one engine behind every transport: sessions in, batched chunks through the model, events out.
+
+A session becomes *ready* when it holds a full chunk of features (or its last, shorter chunk once
+the client's audio is over). The scheduler awaits the first ready session, gathers more for at
+most `max_wait_ms` or until `max_batch`, and runs one encoder step and one search step for the
+whole batch in a worker thread, so the event loop keeps serving sockets meanwhile. Each session
+is in at most one batch at a time, so its states advance strictly in order.
+
+Sessions of different ages, granularities and decoding methods share a batch: encoder states are
+typed and batch-first (`stack_states`), the encoder takes one granularity per row, and the search
+runs once per decoding method over its rows.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from asr.config import StreamingConfig
+from asr.decoding import GreedySearch, ModifiedBeamSearch
+from asr.decoding.hypothesis import SearchState
+from asr.model.conformer import SUBSAMPLING_FACTOR
+from asr.model.state import stack_states, unstack_states
+from asr.recognizer import Recognizer
+from server.audio_input import AudioInput
+from server.config import EngineConfig
+from server.metrics import Metrics
+from server.options import StreamOptions
+from server.session import Done, Failed, Final, Partial, Progress, Session, endpoint_reason
+
+log = logging.getLogger("server.engine")
+
+
+class CapacityError(RuntimeError):
+    """The server holds its maximum number of sessions (or is draining); try again later."""
+
+
+@dataclass
+class _Work:
+    """One session's share of a batch: its next chunk of features, taken on the event loop."""
+
+    session: Session
+    features: torch.Tensor  # (T, F), T <= chunk frames; T == 0 only for a stream that just ends
+    granularity: str
+    last: bool  # the final chunk of the stream
+
+
+class Engine:
+    def __init__(self, recognizer: Recognizer, config: EngineConfig = EngineConfig(),
+                 metrics: Metrics | None = None) -> None:
+        self.recognizer = recognizer
+        self.model = recognizer.model.eval()
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.streaming = StreamingConfig(chunk_size=config.chunk_size, left_context=config.left_context)
+        self.chunk_frames = SUBSAMPLING_FACTOR * config.chunk_size  # feature frames per chunk
+        self.frame_seconds = recognizer.frame_seconds  # one encoder frame
+        self.granularities = tuple(self.model.encoder.granularities)
+        self.searches = {"greedy": GreedySearch(), "beam": ModifiedBeamSearch(beam=config.beam)}
+        self.sessions: dict[str, Session] = {}
+        self.draining = False
+        self.auto_level = 0  # index into granularities for sessions that asked for "auto"
+        self._latency = 0.0  # smoothed partial-result latency, seconds
+        self._last_auto_change = 0.0
+        self._ready: asyncio.Queue[Session] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._task: asyncio.Task | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.recognizer.device
+
+    # ----- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._schedule(), name="engine-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for session in list(self.sessions.values()):
+            self.close(session)
+        self._executor.shutdown(wait=True)
+
+    # ----- sessions ------------------------------------------------------------------------
+    def open(self, options: StreamOptions) -> Session:
+        """A new session, or CapacityError when the server is full or draining."""
+        if self.draining:
+            self.metrics.refused.labels(reason="draining").inc()
+            raise CapacityError("the server is shutting down")
+        if len(self.sessions) >= self.config.max_sessions:
+            self.metrics.refused.labels(reason="capacity").inc()
+            raise CapacityError(f"the server is at capacity ({self.config.max_sessions} sessions)")
+        granularity = self.granularities[self.auto_level] if options.granularity == "auto" else options.granularity
+        session = Session(
+            options=options,
+            audio=AudioInput(options.encoding, options.sample_rate, self.model.config.features),
+            encoder_state=self.model.encoder.init_state(1, self.config.left_context, self.device),
+            search=SearchState(),
+            granularity=granularity,
+            features=torch.empty(0, self.model.config.features.num_mel_bins),
+        )
+        self.sessions[session.id] = session
+        self.metrics.sessions_opened.inc()
+        self.metrics.active_sessions.set(len(self.sessions))
+        log.info("session %s opened: %s", session.id, options)
+        return session
+
+    def feed(self, session: Session, data: bytes) -> None:
+        """Add client audio. Raises AudioError (nothing of the stream is lost) or ValueError."""
+        if session.ending or session.closed:
+            raise ValueError("audio after the end of the stream")
+        max_seconds = self.config.max_stream_seconds
+        frames = session.audio.accept(data)
+        if max_seconds and session.audio.seconds_received > max_seconds:
+            raise ValueError(f"the stream is longer than the server's limit of {max_seconds:g} s")
+        session.last_activity = time.monotonic()
+        self.metrics.audio_seconds.inc(len(data) / (2 if session.options.encoding == "s16le" else 4)
+                                       / session.options.sample_rate)
+        self._add_features(session, frames)
+
+    def request_endpoint(self, session: Session) -> None:
+        """The client ends the current segment now (e.g. push-to-talk released)."""
+        session.endpoint_requested = True
+        session.last_activity = time.monotonic()
+        self._enqueue(session, force=True)
+
+    def end(self, session: Session) -> None:
+        """The client's audio is over: decode what is left, send the last final, then Done."""
+        if session.ending:
+            return
+        session.ending = True
+        session.last_activity = time.monotonic()
+        self._add_features(session, session.audio.finish())
+        self._enqueue(session, force=True)
+
+    def close(self, session: Session) -> None:
+        """Forget a session (the client left, or the stream is over); idempotent."""
+        if session.closed:
+            return
+        session.closed = True
+        self.sessions.pop(session.id, None)
+        self.metrics.active_sessions.set(len(self.sessions))
+        log.info("session %s closed after %.1f s of audio", session.id, session.audio.seconds_received)
+
+    def _add_features(self, session: Session, frames: torch.Tensor) -> None:
+        if frames.shape[0] == 0:
+            return
+        was_short = session.features.shape[0] < self.chunk_frames
+        session.features = torch.cat([session.features, frames])
+        if was_short and session.features.shape[0] >= self.chunk_frames:
+            session.chunk_ready_at = time.monotonic()
+        self._enqueue(session)
+
+    def _has_work(self, session: Session) -> bool:
+        return (session.features.shape[0] >= self.chunk_frames or session.endpoint_requested
+                or (session.ending and not session.done))
+
+    def _enqueue(self, session: Session, force: bool = False) -> None:
+        if session.scheduled or session.closed or session.done:
+            return
+        if force or self._has_work(session):
+            session.scheduled = True
+            self._ready.put_nowait(session)
+
+    # ----- scheduling ----------------------------------------------------------------------
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._ready.get()]
+            waited_from = loop.time()
+            deadline = waited_from + self.config.max_wait_ms / 1000
+            while len(batch) < self.config.max_batch:
+                try:
+                    batch.append(self._ready.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._ready.get(), remaining))
+                except TimeoutError:
+                    break
+            self.metrics.queue_delay.observe(loop.time() - waited_from)
+            work = [self._take_work(s) for s in batch if not s.closed]
+            work = [w for w in work if w is not None]
+            if not work:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._step, work)
+            except Exception as error:  # a model failure must not take the server down
+                log.exception("batch of %d failed", len(work))
+                for item in work:
+                    self._fail(item.session, "internal", f"the recognizer failed: {error}")
+                continue
+            compute = time.perf_counter() - started
+            self.metrics.batch_size.observe(len(work))
+            self.metrics.step_seconds.observe(compute)
+            for item, result in zip(work, results):
+                self._deliver(item, result)
+            self._adapt_granularity()
+
+    def _take_work(self, session: Session) -> _Work | None:
+        chunk = session.features[: self.chunk_frames]
+        full = chunk.shape[0] == self.chunk_frames
+        if not full and not session.ending and not session.endpoint_requested:
+            session.scheduled = False
+            return None
+        if not full and session.endpoint_requested and not session.ending:
+            chunk = chunk[:0]  # the forced endpoint applies to what has been decoded so far
+        session.features = session.features[chunk.shape[0] :]
+        last = session.ending and session.features.shape[0] == 0
+        if session.options.granularity == "auto":
+            session.granularity = self.granularities[self.auto_level]
+        return _Work(session, chunk, session.granularity, last)
+
+    @torch.inference_mode()
+    def _step(self, work: list[_Work]) -> list[SearchState | None]:
+        """Encoder then search for the rows that have features; runs in the model thread."""
+        rows = [w for w in work if w.features.shape[0] > 0]
+        if rows:
+            device = self.device
+            lens = torch.tensor([w.features.shape[0] for w in rows], device=device)
+            feats = torch.nn.utils.rnn.pad_sequence([w.features for w in rows], batch_first=True).to(device)
+            state = stack_states([w.session.encoder_state for w in rows])
+            enc = self.model.encoder(feats, lens, state=state, chunk_size=self.config.chunk_size,
+                                     granularity=[w.granularity for w in rows])
+            for w, new_state, frames in zip(rows, unstack_states(enc.state), enc.frame_lens.tolist()):
+                w.session.encoder_state = new_state
+                w.session.frames_decoded += frames
+            if enc.out.shape[1]:
+                spans = enc.spans
+                for method, search in self.searches.items():
+                    index = [i for i, w in enumerate(rows) if w.session.options.decoding == method]
+                    if index:
+                        picked = torch.tensor(index, device=device)
+                        search.step(self.model, enc.out[picked], enc.out_lens[picked],
+                                    [rows[i].session.search for i in index],
+                                    None if spans is None else spans[picked])
+        return [w.session.search for w in work]
+
+    # ----- results -------------------------------------------------------------------------
+    def _deliver(self, item: _Work, _: SearchState | None) -> None:
+        session = item.session
+        if session.closed:
+            return
+        now = time.monotonic()
+        if item.features.shape[0]:
+            latency = now - session.chunk_ready_at if session.chunk_ready_at else 0.0
+            self.metrics.partial_latency.observe(latency)
+            self._latency = 0.8 * self._latency + 0.2 * latency
+            session.chunk_ready_at = now if session.features.shape[0] >= self.chunk_frames else 0.0
+        hyp = session.search.best
+        last_end = hyp.ends[-1] if hyp.tokens else None
+        reason = "client" if session.endpoint_requested else endpoint_reason(
+            session.options.endpoint, session.frames_decoded, session.segment_start, last_end, self.frame_seconds)
+        if item.last or reason is not None:
+            self._finish_segment(session, reason or "end of audio")
+        elif session.options.interim_results:
+            text = self.recognizer.tokenizer.decode(list(hyp.tokens))
+            if text != session.last_partial:
+                session.last_partial = text
+                session.events.put_nowait(Partial(session.segment, text, session.granularity))
+        session.endpoint_requested = False
+        if item.last:
+            session.done = True
+            seconds = session.frames_decoded * self.frame_seconds
+            session.events.put_nowait(Done(seconds))
+            log.info("session %s done: %d segment(s), %.1f s", session.id, session.segment, seconds)
+        session.scheduled = False
+        self._enqueue(session)
+
+    def _finish_segment(self, session: Session, reason: str) -> None:
+        hyp = session.search.best
+        if hyp.tokens:
+            transcript = self.recognizer.to_transcript(hyp)
+            start = transcript.tokens[0].start if transcript.tokens else session.segment_start * self.frame_seconds
+            end = session.frames_decoded * self.frame_seconds
+            words = transcript.words if session.options.timestamps else ()
+            session.events.put_nowait(Final(session.segment, transcript.text, start, end, words,
+                                            session.granularity))
+            log.debug("session %s segment %d final (%s): %s", session.id, session.segment, reason, transcript.text)
+            session.segment += 1
+        session.segment_start = session.frames_decoded
+        session.last_partial = ""
+        # A fresh decoder context for the next segment; frame numbering continues.
+        session.search = SearchState(num_frames=session.search.num_frames)
+        session.events.put_nowait(Progress(session.frames_decoded * self.frame_seconds))
+
+    def _fail(self, session: Session, code: str, message: str) -> None:
+        self.metrics.errors.labels(code=code).inc()
+        session.events.put_nowait(Failed(code, message))
+        session.scheduled = False
+        self.close(session)
+
+    def _adapt_granularity(self) -> None:
+        """auto granularity: coarser while partial results come later than the target, finer
+        again once they come well within it. One move per `auto_interval_s`."""
+        target = self.config.latency_target_ms / 1000
+        now = time.monotonic()
+        if now - self._last_auto_change < self.config.auto_interval_s or len(self.granularities) < 2:
+            return
+        level = self.auto_level
+        if self._latency > target and level < len(self.granularities) - 1:
+            level += 1
+        elif self._latency < target / 2 and level > 0:
+            level -= 1
+        if level != self.auto_level:
+            log.info("auto granularity: %s -> %s (latency %.0f ms, target %.0f ms)",
+                     self.granularities[self.auto_level], self.granularities[level], 1000 * self._latency,
+                     1000 * target)
+            self.auto_level = level
+            self._last_auto_change = now
+            self.metrics.auto_level.set(level)
+
+    def idle_sessions(self, now: float) -> list[Session]:
+        """Sessions that sent nothing for longer than the idle timeout."""
+        timeout = self.config.idle_timeout_s
+        return [s for s in self.sessions.values() if timeout and not s.ending and now - s.last_activity > timeout]
