@@ -71,6 +71,8 @@ class Service:
     async def drain(self) -> None:
         """Refuse new streams, let open ones finish (up to drain_timeout_s), then stop."""
         self.engine.draining = True
+        if self.grpc is not None:
+            await self.grpc.set_serving(False)
         deadline = time.monotonic() + self.config.drain_timeout_s
         log.info("draining: %d open stream(s)", len(self.engine.sessions))
         while self.engine.sessions and time.monotonic() < deadline:

@@ -15,6 +15,7 @@ class EngineConfig:
     max_batch: int = 32  # most chunks (streams) encoded together in one step
     max_wait_ms: float = 10.0  # how long the scheduler waits for more ready chunks before running a batch
     max_sessions: int = 64  # concurrent streams; more are refused (gRPC RESOURCE_EXHAUSTED, WebSocket 1013)
+    max_pending_chunks: int = 32  # chunks a stream may have waiting; a client sending faster is read more slowly
     max_stream_seconds: float = 4 * 3600.0  # longest audio one stream may send (0 = no limit)
     idle_timeout_s: float = 30.0  # a stream that sends nothing this long is closed (0 = never)
     latency_target_ms: float = 400.0  # auto granularity: partial-result latency to stay under

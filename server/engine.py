@@ -126,6 +126,15 @@ class Engine:
                                        / session.options.sample_rate)
         self._add_features(session, frames)
 
+    async def wait_for_room(self, session: Session) -> None:
+        """Backpressure: return once the stream has at most `max_pending_chunks` chunks waiting, so
+        a client that sends faster than real time (a file) is read only as fast as it is decoded
+        and a stream's memory stays bounded whatever the length of its audio."""
+        limit = self.config.max_pending_chunks * self.chunk_frames
+        while session.features.shape[0] > limit and not session.closed:
+            session.room.clear()
+            await session.room.wait()
+
     def request_endpoint(self, session: Session) -> None:
         """The client ends the current segment now (e.g. push-to-talk released)."""
         session.endpoint_requested = True
@@ -146,6 +155,7 @@ class Engine:
         if session.closed:
             return
         session.closed = True
+        session.room.set()
         self.sessions.pop(session.id, None)
         self.metrics.active_sessions.set(len(self.sessions))
         log.info("session %s closed after %.1f s of audio", session.id, session.audio.seconds_received)
@@ -278,6 +288,7 @@ class Engine:
             session.events.put_nowait(Done(seconds))
             log.info("session %s done: %d segment(s), %.1f s", session.id, session.segment, seconds)
         session.scheduled = False
+        session.room.set()
         self._enqueue(session)
 
     def _finish_segment(self, session: Session, reason: str) -> None:

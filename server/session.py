@@ -91,3 +91,4 @@ class Session:
     created: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # set when decoding made room for more audio

@@ -100,6 +100,7 @@ class WebSocketServer:
                 if isinstance(message, bytes):
                     if session is None:
                         raise ProtocolError("audio_before_start", "binary audio before the start message")
+                    await engine.wait_for_room(session)
                     try:
                         engine.feed(session, message)
                     except AudioError as error:
