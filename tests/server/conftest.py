@@ -64,7 +64,9 @@ def s16le(x: np.ndarray) -> bytes:
 
 
 async def stream_file(port: int, x: np.ndarray, piece: int = 3200, **start) -> tuple[list[dict], int | None]:
-    """Stream audio as s16le over WebSocket; every server message, and the close code."""
+    """Stream audio as s16le over WebSocket; every server message, and the close code. The
+    granularity defaults to full: "auto" would follow the load of the machine running the tests."""
+    start.setdefault("granularity", "full")
     messages = []
     async with connect(f"ws://127.0.0.1:{port}/") as ws:
         await ws.send(json.dumps({"type": "start", "endpoint": NO_ENDPOINT, **start}))

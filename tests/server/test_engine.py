@@ -1,0 +1,112 @@
+"""Engine rules without a transport: endpoint rules, auto granularity moving with latency, and a
+stream's memory staying bounded however long its audio."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from server.engine import Engine
+from server.options import EndpointOptions, StreamOptions
+from server.session import Done, Final, endpoint_reason
+from tests.server.conftest import audio, final_text, running, s16le, server_config, stream_file
+
+RULES = EndpointOptions(silence_after_speech=1.0, silence_without_speech=5.0, max_segment=20.0)
+
+
+@pytest.mark.parametrize("decoded, start, last_end, expected", [
+    (100, 0, 80, None),  # 0.8 s of silence after speech
+    (100, 0, 75, "silence_after_speech"),  # 1.0 s
+    (120, 0, None, None),  # 4.8 s of silence, no speech yet
+    (125, 0, None, "silence_without_speech"),
+    (600, 100, 599, "max_segment"),  # a 20 s segment, still talking
+    (599, 100, 598, None),
+])
+def test_endpoint_rules(decoded, start, last_end, expected):
+    assert endpoint_reason(RULES, decoded, start, last_end, 0.04) == expected
+
+
+def test_zero_turns_every_rule_off():
+    off = EndpointOptions(0, 0, 0)
+    assert endpoint_reason(off, 10_000, 0, None, 0.04) is None
+    assert endpoint_reason(off, 10_000, 0, 1, 0.04) is None
+
+
+def test_auto_granularity_goes_coarser_under_latency_and_back(recognizer):
+    engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
+    session = engine.open(StreamOptions(granularity="auto"))
+    pinned = engine.open(StreamOptions(granularity="full"))
+    engine._latency = 0.5
+    engine._adapt_granularity()
+    assert engine.granularities[engine.auto_level] == "coarse"
+    session.features = pinned.features = torch.zeros(engine.chunk_frames, session.features.shape[1])
+    assert engine._take_work(session).granularity == "coarse"
+    assert engine._take_work(pinned).granularity == "full"  # a named granularity is never moved
+    engine._latency = 0.01
+    engine._adapt_granularity()
+    assert engine.auto_level == 0
+
+
+def test_auto_granularity_reacts_to_real_latency(recognizer):
+    """With a target no CPU can meet, an auto stream's results move to the coarsest granularity."""
+    async def scenario():
+        async with running(recognizer, server_config(latency_target_ms=0.001, auto_interval_s=0)) as service:
+            return await stream_file(service.websocket.port, audio(3.0), granularity="auto")
+
+    messages, code = asyncio.run(scenario())
+    used = [m["granularity"] for m in messages if m["type"] in ("partial", "final")]
+    assert code == 1000 and used[-1] == "coarse"
+
+
+def test_a_streams_memory_does_not_grow_with_its_length(recognizer):
+    """State sizes after 10 s and after 60 s of audio are equal: the attention cache holds the
+    left context only, segments reset the hypothesis, and backpressure bounds waiting features."""
+    async def scenario():
+        async with running(recognizer, server_config(max_pending_chunks=4)) as service:
+            engine = service.engine
+            session = engine.open(StreamOptions(endpoint=EndpointOptions(0, 0, max_segment=3.0)))
+            sizes = {}
+            piece = s16le(audio(1.0, seed=5))
+            for second in range(1, 61):
+                await engine.wait_for_room(session)
+                engine.feed(session, piece)
+                if second in (10, 60):
+                    while session.features.shape[0] >= engine.chunk_frames:
+                        await asyncio.sleep(0.01)
+                    state = sum(t.numel() for t in _tensors(session.encoder_state))
+                    sizes[second] = (state, len(session.search.best.tokens) <= 200,
+                                     session.features.shape[0] <= 5 * engine.chunk_frames)
+            engine.end(session)
+            events = []
+            while not events or not isinstance(events[-1], Done):
+                events.append(await session.events.get())
+            return sizes, [e for e in events if isinstance(e, Final)]
+
+    sizes, finals = asyncio.run(scenario())
+    assert sizes[10] == sizes[60] and sizes[60][1:] == (True, True)
+    assert len(finals) >= 15  # a 3 s segment limit over 60 s
+    assert all(f.end - f.start <= 3.2 for f in finals)
+
+
+def _tensors(tree):
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if hasattr(tree, "__dataclass_fields__"):
+        return [t for name in tree.__dataclass_fields__ for t in _tensors(getattr(tree, name))]
+    if isinstance(tree, (list, tuple)):
+        return [t for item in tree for t in _tensors(item)]
+    return []
+
+
+def test_a_segment_without_speech_ends_quietly(recognizer):
+    """silence_without_speech restarts a segment without a final: clients never see empty finals."""
+    engine = Engine(recognizer, server_config().engine)
+    session = engine.open(StreamOptions(granularity="full"))
+    session.frames_decoded = 130  # 5.2 s, no token emitted
+    engine._finish_segment(session, "silence_without_speech")
+    events = []
+    while not session.events.empty():
+        events.append(session.events.get_nowait())
+    assert not [e for e in events if isinstance(e, Final)]
+    assert session.segment == 0 and session.segment_start == 130
