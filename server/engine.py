@@ -280,7 +280,8 @@ class Engine:
             text = self.recognizer.tokenizer.decode(list(hyp.tokens))
             if text != session.last_partial:
                 session.last_partial = text
-                session.events.put_nowait(Partial(session.segment, text, session.granularity))
+                session.events.put_nowait(Partial(session.segment, text, session.granularity,
+                                                  session.frames_decoded * self.frame_seconds))
         session.endpoint_requested = False
         if item.last:
             session.done = True
@@ -299,7 +300,7 @@ class Engine:
             end = session.frames_decoded * self.frame_seconds
             words = transcript.words if session.options.timestamps else ()
             session.events.put_nowait(Final(session.segment, transcript.text, start, end, words,
-                                            session.granularity))
+                                            session.granularity, end))
             log.debug("session %s segment %d final (%s): %s", session.id, session.segment, reason, transcript.text)
             session.segment += 1
         session.segment_start = session.frames_decoded

@@ -38,10 +38,11 @@ def config_to_options(config, granularities):
 
 def result_message(event: Partial | Final):
     if isinstance(event, Partial):
-        return pb2.Result(is_final=False, segment=event.segment, text=event.text, granularity=event.granularity)
+        return pb2.Result(is_final=False, segment=event.segment, text=event.text, granularity=event.granularity,
+                          decoded_seconds=event.decoded)
     return pb2.Result(is_final=True, segment=event.segment, text=event.text, start=event.start, end=event.end,
                       words=[pb2.Word(word=w.word, start=w.start, end=w.end) for w in event.words],
-                      granularity=event.granularity)
+                      granularity=event.granularity, decoded_seconds=event.decoded)
 
 
 class RecognizerService(pb2_grpc.RecognizerServicer):

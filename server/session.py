@@ -23,6 +23,7 @@ class Partial:
     segment: int
     text: str
     granularity: str
+    decoded: float  # seconds of the stream's audio this result covers (for latency measurements)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Final:
     end: float
     words: tuple[WordTime, ...]  # empty unless the client asked for timestamps
     granularity: str
+    decoded: float  # seconds of the stream's audio decoded when this segment ended
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,13 @@ class ProtocolError(Exception):
 
 def event_message(event: Partial | Final | Progress | Done | Failed) -> dict[str, Any] | None:
     if isinstance(event, Partial):
-        return {"type": "partial", "segment": event.segment, "text": event.text, "granularity": event.granularity}
+        return {"type": "partial", "segment": event.segment, "text": event.text, "granularity": event.granularity,
+                "decoded": round(event.decoded, 3)}
     if isinstance(event, Final):
         return {"type": "final", "segment": event.segment, "text": event.text, "start": round(event.start, 3),
                 "end": round(event.end, 3), "words": [{k: round(v, 3) if isinstance(v, float) else v
                                                        for k, v in asdict(w).items()} for w in event.words],
-                "granularity": event.granularity}
+                "granularity": event.granularity, "decoded": round(event.decoded, 3)}
     if isinstance(event, Done):
         return {"type": "done", "seconds": round(event.seconds, 3)}
     if isinstance(event, Failed):
