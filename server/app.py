@@ -39,7 +39,7 @@ class Service:
         from server.websocket import WebSocketServer
 
         self.config = config
-        self.engine = Engine(recognizer, config.engine)
+        self.engine = Engine(recognizer, config.engine, model_name=config.model)
         self.websocket = WebSocketServer(self.engine, config.host, config.ws_port, config.max_message_bytes) \
             if config.ws_port >= 0 else None
         self.grpc = None

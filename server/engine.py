@@ -51,8 +51,9 @@ class _Work:
 
 class Engine:
     def __init__(self, recognizer: Recognizer, config: EngineConfig = EngineConfig(),
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, model_name: str = "model") -> None:
         self.recognizer = recognizer
+        self.model_name = model_name
         self.model = recognizer.model.eval()
         self.config = config
         self.metrics = metrics or Metrics()

@@ -51,15 +51,14 @@ class RecognizerService(pb2_grpc.RecognizerServicer):
 
     async def StreamingRecognize(self, requests: AsyncIterator, context) -> AsyncIterator:
         session = await self._open(requests, context, interim=None)
-        yield pb2.StreamingRecognizeResponse(ready=pb2.Ready(
-            session=session.id, granularities=list(self.engine.granularities),
-            chunk_ms=round(1000 * self.engine.config.chunk_size * self.engine.frame_seconds)))
+        yield pb2.StreamingRecognizeResponse(ready=self._ready(session))
         async for event in self._events(requests, session, context):
             if isinstance(event, (Partial, Final)):
                 yield pb2.StreamingRecognizeResponse(result=result_message(event))
 
     async def Transcribe(self, requests: AsyncIterator, context) -> AsyncIterator:
         session = await self._open(requests, context, interim=False)
+        yield pb2.TranscribeResponse(ready=self._ready(session))
         async for event in self._events(requests, session, context):
             if isinstance(event, Final):
                 yield pb2.TranscribeResponse(segment=result_message(event))
@@ -67,6 +66,11 @@ class RecognizerService(pb2_grpc.RecognizerServicer):
                 yield pb2.TranscribeResponse(progress_seconds=event.seconds)
             elif isinstance(event, Done):
                 yield pb2.TranscribeResponse(done_seconds=event.seconds)
+
+    def _ready(self, session: Session):
+        engine = self.engine
+        return pb2.Ready(session=session.id, granularities=list(engine.granularities), model=engine.model_name,
+                         chunk_ms=round(1000 * engine.config.chunk_size * engine.frame_seconds))
 
     async def _open(self, requests: AsyncIterator, context, interim: bool | None) -> Session:
         try:

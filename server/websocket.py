@@ -116,7 +116,8 @@ class WebSocketServer:
                         raise ProtocolError("bad_request", "start sent twice: one stream per connection")
                     session = self._start(request)
                     await connection.send(json.dumps({
-                        "type": "ready", "session": session.id, "granularity": session.options.granularity,
+                        "type": "ready", "session": session.id, "model": engine.model_name,
+                        "granularity": session.options.granularity,
                         "granularities": list(engine.granularities),
                         "chunk_ms": round(1000 * engine.config.chunk_size * engine.frame_seconds),
                         "sample_rate": session.options.sample_rate, "encoding": session.options.encoding}))

@@ -64,6 +64,7 @@ def test_transcribe_streams_segments_and_progress_for_a_file_sent_at_once(recogn
 
     responses = asyncio.run(scenario())
     kinds = [r.WhichOneof("response") for r in responses]
+    assert kinds[0] == "ready" and responses[0].ready.model
     segments = [r.segment for r in responses if r.WhichOneof("response") == "segment"]
     progress = [r.progress_seconds for r in responses if r.WhichOneof("response") == "progress_seconds"]
     assert kinds[-1] == "done_seconds" and abs(responses[-1].done_seconds - 8.0) < 0.1
