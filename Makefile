@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-APT_PACKAGES := espeak-ng sox flac dict-devil
+APT_PACKAGES := espeak-ng sox flac dict-devil chromium chromium-driver
 TORCH := torch==2.13.0
 
 .PHONY: demo test bench setup system-deps clean
@@ -22,7 +22,7 @@ bench: setup
 setup: system-deps $(STAMP)
 
 system-deps:
-	@missing=""; for b in espeak-ng sox flac; do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	@missing=""; for b in espeak-ng sox flac chromium chromedriver; do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	[ -f /usr/share/dictd/devil.dict.dz ] || missing="$$missing dict-devil"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \

@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import asdict
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -20,9 +21,18 @@ from server.options import OptionsError, parse_options
 from server.session import Done, Failed, Final, Partial, Progress, Session
 
 log = logging.getLogger("server.websocket")
+WEB = Path(__file__).resolve().parent / "web"
+PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
+         "/recorder-worklet.js": ("recorder-worklet.js", "text/javascript; charset=utf-8")}
 
 # Close codes (RFC 6455 and IANA registry).
 NORMAL, GOING_AWAY, POLICY, INVALID_DATA, TOO_BIG, INTERNAL, TRY_AGAIN_LATER = 1000, 1001, 1008, 1007, 1009, 1011, 1013
+
+
+def _response(body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-cache")])
+    return Response(HTTPStatus.OK.value, "OK", headers, body)
 
 
 class ProtocolError(Exception):
@@ -78,11 +88,16 @@ class WebSocketServer:
                 return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
             return connection.respond(HTTPStatus.OK, "ready\n")
         if path == "/metrics":
-            body = self.engine.metrics.exposition()
-            headers = Headers([("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", str(len(body)))])
-            return Response(HTTPStatus.OK.value, "OK", headers, body)
-        return connection.respond(HTTPStatus.NOT_FOUND, "not found: WebSocket clients connect to /; "
-                                                         "HTTP has /healthz, /readyz and /metrics\n")
+            return _response(self.engine.metrics.exposition(), "text/plain; version=0.0.4")
+        if path == "/api/info":
+            info = {"model": self.engine.model_name, "granularities": list(self.engine.granularities),
+                    "chunk_ms": round(1000 * self.engine.config.chunk_size * self.engine.frame_seconds)}
+            return _response(json.dumps(info).encode(), "application/json")
+        if path in PAGES:
+            name, kind = PAGES[path]
+            return _response((WEB / name).read_bytes(), kind)
+        return connection.respond(HTTPStatus.NOT_FOUND, "not found: the page is at /, WebSocket clients connect "
+                                                         "to /; HTTP has /healthz, /readyz, /metrics, /api/info\n")
 
     # ----- WebSocket -------------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
