@@ -18,12 +18,12 @@ context: streaming equals the offline pass under the same chunk mask.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 MAX_RATIO = 0.5  # a token merges with at most one neighbour per module
-_NEG = float("-inf")
 
 
 def adjacent_similarity(keys: Tensor) -> Tensor:
@@ -43,24 +43,6 @@ def mergeable_pairs(lens: Tensor, start: Tensor, chunk_size: int) -> Tensor:
     return ok
 
 
-def _rank_within_groups(score: Tensor, group: Tensor, eligible: Tensor) -> Tensor:
-    """Rank (0 = best) of every eligible entry among the eligible entries of its row and group,
-    by descending score; ineligible entries get a rank past any budget."""
-    big = torch.iinfo(torch.long).max // 4
-    # Sort by group, then by descending score: score in [-1, 1] -> (1 - score) in [0, 2] < 4.
-    key = group.to(torch.float64) * 4 + (1 - score.to(torch.float64))
-    key = key.masked_fill(~eligible, float("inf"))
-    order = key.argsort(dim=1, stable=True)
-    sorted_group = group.gather(1, order)
-    sorted_eligible = eligible.gather(1, order)
-    positions = torch.arange(group.shape[1], device=group.device).expand_as(group)
-    # the first sorted position of every group in the row
-    first = torch.full_like(group, big).scatter_reduce(1, sorted_group, positions, reduce="amin", include_self=True)
-    rank_sorted = positions - first.gather(1, sorted_group)
-    rank_sorted = rank_sorted.masked_fill(~sorted_eligible, big)
-    return torch.empty_like(rank_sorted).scatter_(1, order, rank_sorted)
-
-
 def select_pairs(
     similarity: Tensor,
     pair_ok: Tensor,
@@ -74,34 +56,36 @@ def select_pairs(
     allowed per group, with group: (B, P) long in [0, G) the group of every pair. Returns (B, P)
     bool; no two chosen pairs share a token.
 
-    Works in rounds: every available pair that is a local maximum (>= its left neighbour pair,
-    > its right one) is chosen at once, within what the budget leaves, and its neighbours become
-    unavailable. This is greedy selection in descending order, vectorised.
+    Greedy in descending similarity: a pair is taken unless a token of it is already taken or its
+    group's budget is spent. Selection is discrete (no gradient flows through it) and tiny (a
+    chunk holds a handful of pairs), so it runs on the host in one pass: on a GPU that is one
+    copy, where a vectorised version needs several rounds of small kernels and a sync per round.
     """
-    available = pair_ok.clone()
+    sim = similarity.detach().float().cpu().numpy()
+    available = pair_ok.detach().cpu().numpy().copy()
     if threshold is not None:
-        available &= similarity > threshold[:, None]
-    chosen = torch.zeros_like(available)
-    if budget is not None:
-        if group is None:
-            group = torch.zeros_like(similarity, dtype=torch.long)
-        remaining = budget.clone()
-        available &= remaining.gather(1, group) > 0
-    while bool(available.any()):
-        score = similarity.masked_fill(~available, _NEG)
-        left = F.pad(score, (1, 0), value=_NEG)[:, :-1]
-        right = F.pad(score, (0, 1), value=_NEG)[:, 1:]
-        take = available & (score >= left) & (score > right)
-        if budget is not None:
-            rank = _rank_within_groups(similarity, group, take)
-            take &= rank < remaining.gather(1, group)
-            remaining = remaining - torch.zeros_like(remaining).scatter_add(1, group, take.long())
-        chosen |= take
-        blocked = take | F.pad(take, (1, 0))[:, :-1] | F.pad(take, (0, 1))[:, 1:]
-        available &= ~blocked
-        if budget is not None:
-            available &= remaining.gather(1, group) > 0
-    return chosen
+        available &= sim > threshold.detach().float().cpu().numpy()[:, None]
+    chosen = np.zeros_like(available)
+    remaining = budget.detach().cpu().numpy().copy() if budget is not None else None
+    groups = (group.detach().cpu().numpy() if group is not None else np.zeros(sim.shape, dtype=np.int64)) \
+        if budget is not None else None
+    for row in range(sim.shape[0]):
+        candidates = np.flatnonzero(available[row])
+        if candidates.size == 0:
+            continue
+        order = candidates[np.argsort(-sim[row, candidates], kind="stable")]  # ties: leftmost first
+        used = np.zeros(sim.shape[1] + 1, dtype=bool)  # token i is in a chosen pair
+        for pair in order.tolist():
+            if used[pair] or used[pair + 1]:
+                continue
+            if remaining is not None:
+                g = groups[row, pair]
+                if remaining[row, g] <= 0:
+                    continue
+                remaining[row, g] -= 1
+            used[pair] = used[pair + 1] = True
+            chosen[row, pair] = True
+    return torch.from_numpy(chosen).to(similarity.device)
 
 
 def ratio_budget(lens: Tensor, start: Tensor, chunk_size: int, ratio: Tensor) -> tuple[Tensor, Tensor]:

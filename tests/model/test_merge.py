@@ -63,6 +63,28 @@ def test_selected_pairs_never_overlap_and_prefer_the_most_similar():
     assert chosen[torch.arange(4), best].all()
 
 
+def test_selection_is_greedy_by_similarity_within_each_chunk_budget():
+    """Every pair left out either shares a token with a chosen pair at least as similar, or its
+    chunk's budget went to pairs at least as similar: the most similar pairs merge first."""
+    torch.manual_seed(3)
+    lens = torch.tensor([24, 17])
+    start = torch.arange(24).expand(2, -1).clone()
+    similarity = torch.rand(2, 23)
+    ok = mergeable_pairs(lens, start, chunk_size=8)
+    budget, group = ratio_budget(lens, start, 8, torch.full((2,), 0.25))
+    chosen = select_pairs(similarity, ok, budget=budget, group=group)
+    for b in range(2):
+        picked = chosen[b].nonzero().flatten().tolist()
+        for p in ok[b].nonzero().flatten().tolist():
+            if p in picked:
+                continue
+            blockers = [q for q in picked if abs(q - p) == 1 and similarity[b, q] >= similarity[b, p]]
+            same_group = [q for q in picked if group[b, q] == group[b, p]]
+            spent = len(same_group) == int(budget[b, group[b, p]]) and all(
+                similarity[b, q] >= similarity[b, p] for q in same_group)
+            assert blockers or spent, (b, p)
+
+
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 1 / 3])
 def test_ratio_merges_exactly_round_ratio_times_tokens_per_chunk(ratio):
     torch.manual_seed(2)
