@@ -299,9 +299,10 @@ class Engine:
             transcript = self.recognizer.to_transcript(hyp)
             start = transcript.tokens[0].start if transcript.tokens else session.segment_start * self.frame_seconds
             end = session.frames_decoded * self.frame_seconds
-            words = transcript.words if session.options.timestamps else ()
-            session.events.put_nowait(Final(session.segment, transcript.text, start, end, words,
-                                            session.granularity, end))
+            timed = session.options.timestamps
+            session.events.put_nowait(Final(session.segment, transcript.text, start, end,
+                                            transcript.words if timed else (), session.granularity, end,
+                                            transcript.tokens if timed else ()))
             log.debug("session %s segment %d final (%s): %s", session.id, session.segment, reason, transcript.text)
             session.segment += 1
         session.segment_start = session.frames_decoded

@@ -11,7 +11,7 @@ import torch
 
 from asr.decoding.hypothesis import SearchState
 from asr.model.state import EncoderState
-from asr.recognizer import WordTime
+from asr.recognizer import TokenTime, WordTime
 from server.audio_input import AudioInput
 from server.options import EndpointOptions, StreamOptions
 
@@ -35,6 +35,7 @@ class Final:
     words: tuple[WordTime, ...]  # empty unless the client asked for timestamps
     granularity: str
     decoded: float  # seconds of the stream's audio decoded when this segment ended
+    tokens: tuple[TokenTime, ...] = ()  # BPE pieces with times; empty unless timestamps were asked for
 
 
 @dataclass(frozen=True)

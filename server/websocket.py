@@ -49,6 +49,7 @@ def event_message(event: Partial | Final | Progress | Done | Failed) -> dict[str
         return {"type": "final", "segment": event.segment, "text": event.text, "start": round(event.start, 3),
                 "end": round(event.end, 3), "words": [{k: round(v, 3) if isinstance(v, float) else v
                                                        for k, v in asdict(w).items()} for w in event.words],
+                "tokens": [{"token": t.piece, "start": round(t.start, 3), "end": round(t.end, 3)} for t in event.tokens],
                 "granularity": event.granularity, "decoded": round(event.decoded, 3)}
     if isinstance(event, Done):
         return {"type": "done", "seconds": round(event.seconds, 3)}

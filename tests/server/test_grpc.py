@@ -52,6 +52,7 @@ def test_streaming_recognize_equals_offline_decode(recognizer):
     assert any(not r.is_final for r in results), "interim results were asked for"
     assert all(f.granularity == "coarse" for f in finals)
     assert " ".join(w.word for f in finals for w in f.words) == offline.text
+    assert [t.piece for f in finals for t in f.tokens] == [t.piece for t in offline.tokens]
 
 
 def test_transcribe_streams_segments_and_progress_for_a_file_sent_at_once(recognizer):

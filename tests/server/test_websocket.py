@@ -34,6 +34,9 @@ def test_streamed_final_equals_offline_decode(recognizer, granularity):
     words = [w for m in finals for w in m["words"]]
     assert " ".join(w["word"] for w in words) == offline.text
     assert all(0 <= w["start"] <= w["end"] <= len(x) / 16000 + 0.1 for w in words)
+    tokens = [t for m in finals for t in m["tokens"]]
+    assert [t["token"] for t in tokens] == [t.piece for t in offline.tokens]
+    assert [t["start"] for t in tokens] == sorted(t["start"] for t in tokens)
     partials = [m["text"] for m in messages if m["type"] == "partial"]
     assert partials and offline.text.startswith(partials[0])
 
