@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 
-from asr.config import StreamingConfig
 from asr.decoding import GreedySearch, ModifiedBeamSearch
 from asr.decoding.hypothesis import SearchState
 from asr.model.conformer import SUBSAMPLING_FACTOR
@@ -57,7 +56,6 @@ class Engine:
         self.model = recognizer.model.eval()
         self.config = config
         self.metrics = metrics or Metrics()
-        self.streaming = StreamingConfig(chunk_size=config.chunk_size, left_context=config.left_context)
         self.chunk_frames = SUBSAMPLING_FACTOR * config.chunk_size  # feature frames per chunk
         self.frame_seconds = recognizer.frame_seconds  # one encoder frame
         self.granularities = tuple(self.model.encoder.granularities)
@@ -208,7 +206,7 @@ class Engine:
                 continue
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._step, work)
+                await loop.run_in_executor(self._executor, self._step, work)
             except Exception as error:  # a model failure must not take the server down
                 log.exception("batch of %d failed", len(work))
                 for item in work:
@@ -217,8 +215,8 @@ class Engine:
             compute = time.perf_counter() - started
             self.metrics.batch_size.observe(len(work))
             self.metrics.step_seconds.observe(compute)
-            for item, result in zip(work, results):
-                self._deliver(item, result)
+            for item in work:
+                self._deliver(item)
             self._adapt_granularity()
 
     def _take_work(self, session: Session) -> _Work | None:
@@ -236,7 +234,7 @@ class Engine:
         return _Work(session, chunk, session.granularity, last)
 
     @torch.inference_mode()
-    def _step(self, work: list[_Work]) -> list[SearchState | None]:
+    def _step(self, work: list[_Work]) -> None:
         """Encoder then search for the rows that have features; runs in the model thread."""
         rows = [w for w in work if w.features.shape[0] > 0]
         if rows:
@@ -258,10 +256,9 @@ class Engine:
                         search.step(self.model, enc.out[picked], enc.out_lens[picked],
                                     [rows[i].session.search for i in index],
                                     None if spans is None else spans[picked])
-        return [w.session.search for w in work]
 
     # ----- results -------------------------------------------------------------------------
-    def _deliver(self, item: _Work, _: SearchState | None) -> None:
+    def _deliver(self, item: _Work) -> None:
         session = item.session
         if session.closed:
             return
