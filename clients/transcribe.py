@@ -38,10 +38,15 @@ async def transcribe_file(stub, path: Path, granularity: str, decoding: str, pos
                leave=True, disable=quiet, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} s "
                                                      "[{elapsed}, {rate_fmt}]")
 
+    accepted = asyncio.Event()
+
     async def requests():
         yield pb2.StreamingRecognizeRequest(config=pb2.RecognitionConfig(
             sample_rate=audio.sample_rate, encoding="f32le", granularity=granularity, decoding=decoding,
             timestamps=True))
+        # Audio only once the server accepted the stream: a refusal (full server, bad config) then
+        # arrives as its own status instead of as a failed send.
+        await accepted.wait()
         for block in audio.blocks():
             yield pb2.StreamingRecognizeRequest(audio=block.astype("<f4").tobytes())
 
@@ -50,6 +55,7 @@ async def transcribe_file(stub, path: Path, granularity: str, decoding: str, pos
             kind = response.WhichOneof("response")
             if kind == "ready":
                 transcript.model = response.ready.model
+                accepted.set()
             elif kind == "segment":
                 r = response.segment
                 transcript.segments.append(Segment(r.segment, round(r.start, 3), round(r.end, 3), r.text,
