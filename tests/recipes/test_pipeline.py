@@ -28,10 +28,12 @@ def test_generate_prepare_train_decode_at_toy_scale(tmp_path):
     assert ckpt.meta["steps"] > 0
     # --stages runs a part of the pipeline: decoding again neither regenerates nor retrains.
     (exp / "wer.md").unlink()
+    saved = {p.name: p.stat().st_mtime_ns for p in (exp / "checkpoints").iterdir()}
     run.main(["--work-dir", str(work), "--exp-dir", str(exp), "--config", "recipes/librispeech/conf/tiny.yaml",
               "--train-utterances", "10", "--eval-utterances", "3", "--stages", "decode", "--no-record"])
     again = load_checkpoint(exp / "final.pt")  # the evaluator rewrites its metadata, not its weights
     assert (exp / "wer.md").exists() and again.meta["steps"] == ckpt.meta["steps"]
+    assert {p.name: p.stat().st_mtime_ns for p in (exp / "checkpoints").iterdir()} == saved  # no training
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), ckpt.model.state_dict().values()))
     with pytest.raises(SystemExit):
         run.main(["--work-dir", str(work), "--stages", "train,evaluate"])
