@@ -25,12 +25,8 @@ class MicError(RuntimeError):
     pass
 
 
-async def wav_source(path: Path, queue: asyncio.Queue, rate_out: list[int]) -> None:
-    """Put the file's audio (mono float32) on the queue in 100 ms pieces at real-time pace."""
-    from clients.audio_files import open_audio
-
-    audio = open_audio(path)
-    rate_out.append(audio.sample_rate)
+async def wav_source(audio, queue: asyncio.Queue) -> None:
+    """Put an AudioFile's audio (mono float32) on the queue in 100 ms pieces at real-time pace."""
     loop = asyncio.get_running_loop()
     start, sent = loop.time(), 0
     piece = int(audio.sample_rate * PIECE_SECONDS)
@@ -68,6 +64,7 @@ async def mic_source(queue: asyncio.Queue, rate: int, stop: asyncio.Event) -> No
         stream = sd.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=int(rate * PIECE_SECONDS),
                                 callback=callback)
     except Exception as error:  # PortAudioError and friends: no device, busy device, ...
+        await queue.put(None)  # end the stream; run() reports this error once the server is done
         raise MicError(f"cannot open a microphone: {error}; use --wav FILE to stream a file") from None
     with stream:
         print("listening: speak now, Ctrl-C to stop", file=sys.stderr)
@@ -94,33 +91,24 @@ def _clock(seconds: float) -> str:
 async def run(args: argparse.Namespace) -> int:
     queue: asyncio.Queue = asyncio.Queue()
     stop = asyncio.Event()
-    rate: list[int] = []
+    # Check the audio source first, so a missing file or microphone is reported before connecting.
     if args.wav:
         from clients.audio_files import AudioFileError, open_audio
 
         try:
-            open_audio(args.wav)
+            audio = open_audio(args.wav)
         except AudioFileError as error:
             raise MicError(str(error)) from None
-        source = asyncio.create_task(wav_source(args.wav, queue, rate))
+        rate = audio.sample_rate
     else:
-        import signal
-
         check_microphone()
-        rate.append(args.sample_rate)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)  # Ctrl-C ends the stream cleanly
-        source = asyncio.create_task(mic_source(queue, args.sample_rate, stop))
+        rate = args.sample_rate
     try:
         ws = await connect(args.url, open_timeout=args.connect_timeout)
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
-        source.cancel()
         raise MicError(f"cannot connect to {args.url}: {error}") from None
     async with ws:
-        while not rate:
-            await asyncio.sleep(0.01)
-            if source.done():
-                source.result()  # the source failed: raise its error
-        await ws.send(json.dumps({"type": "start", "sample_rate": rate[0], "encoding": "f32le",
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "f32le",
                                   "granularity": args.granularity, "decoding": args.decoding,
                                   "interim_results": not args.no_interim}))
         ready = json.loads(await ws.recv())
@@ -128,6 +116,13 @@ async def run(args: argparse.Namespace) -> int:
             raise MicError(f"the server refused the stream: {ready['message']}")
         if args.json:
             show(ready, True)
+        if args.wav:  # audio starts once the server is ready, so pacing starts there too
+            source = asyncio.create_task(wav_source(audio, queue))
+        else:
+            import signal
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)  # Ctrl-C ends the stream cleanly
+            source = asyncio.create_task(mic_source(queue, rate, stop))
 
         async def send():
             while (block := await queue.get()) is not None:
@@ -149,6 +144,8 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             sender.cancel()
             source.cancel()
+        if source.done() and not source.cancelled() and source.exception() is not None:
+            raise source.exception()
         return status
 
 

@@ -62,10 +62,11 @@ class Service:
         from server.session import Failed
 
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, self.config.engine.idle_timeout_s or 1.0))
             for session in self.engine.idle_sessions(time.monotonic()):
                 log.info("session %s idle for over %.0f s: closing", session.id, self.config.engine.idle_timeout_s)
-                session.events.put_nowait(Failed("idle_timeout", "no audio for too long"))
+                session.events.put_nowait(Failed("idle_timeout",
+                                                 f"no audio for {self.config.engine.idle_timeout_s:g} s"))
                 self.engine.close(session)
 
     async def drain(self) -> None:

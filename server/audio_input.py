@@ -9,6 +9,7 @@ import numpy as np
 import soxr
 import torch
 
+from asr.audio import validate_waveform
 from asr.config import FeatureConfig
 from asr.features import StreamingFbank
 
@@ -18,19 +19,12 @@ class AudioError(ValueError):
 
 
 def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
-    """Raw mono PCM -> float32 samples in [-1, 1]. s16le: 2 bytes per sample; f32le: 4."""
+    """Raw mono PCM -> samples: int16 for s16le, float32 for f32le (checked and scaled by
+    asr.audio.validate_waveform, the same checks every other input path gets)."""
     width = 2 if encoding == "s16le" else 4
     if len(data) % width:
         raise AudioError(f"{encoding} audio has {width} bytes per sample; got a message of {len(data)} bytes")
-    if encoding == "s16le":
-        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-    samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-    if not np.isfinite(samples).all():
-        raise AudioError("f32le audio contains NaN or infinite samples")
-    peak = float(np.abs(samples).max()) if samples.size else 0.0
-    if peak > 1.5:
-        raise AudioError(f"f32le audio must lie in [-1, 1]; it peaks at {peak:.4g} (int16 values sent as float?)")
-    return samples
+    return np.frombuffer(data, dtype="<i2" if encoding == "s16le" else "<f4").copy()  # writable, for torch
 
 
 class AudioInput:
@@ -52,10 +46,18 @@ class AudioInput:
     def accept(self, data: bytes) -> torch.Tensor:
         """(N, num_mel_bins) fbank frames that became ready; N may be 0."""
         samples = decode_pcm(data, self.encoding)
+        try:
+            if self.resampler is None:  # the fbank validates and scales its input itself
+                frames = self.fbank.accept_waveform(samples, self.model_rate)
+            else:  # validate before resampling: soxr would smear a NaN over its neighbours
+                waveform = validate_waveform(samples, self.sample_rate, self.sample_rate, f"{self.encoding} audio",
+                                             allow_empty=True)
+                frames = self.fbank.accept_waveform(self.resampler.resample_chunk(waveform.numpy(), last=False),
+                                                    self.model_rate)
+        except ValueError as error:
+            raise AudioError(str(error)) from None
         self.samples_received += samples.size
-        if self.resampler is not None:
-            samples = self.resampler.resample_chunk(samples, last=False)
-        return self.fbank.accept_waveform(samples, self.model_rate)
+        return frames
 
     def finish(self) -> torch.Tensor:
         """The last frames, once the client says its audio is over."""

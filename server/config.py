@@ -54,17 +54,13 @@ def _fields_with_help(cls: type) -> list[tuple[dataclasses.Field, str]]:
 def build_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for cls, prefix in ((ServerConfig, ""), (EngineConfig, "")):
-        group = parser.add_argument_group("server" if cls is ServerConfig else "engine (batching, limits)")
+    for cls, title in ((ServerConfig, "server"), (EngineConfig, "engine (batching, limits)")):
+        group = parser.add_argument_group(title)
         for f, text in _fields_with_help(cls):
-            if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
+            if f.default is dataclasses.MISSING:  # ServerConfig.engine: its fields come as their own group
                 continue
-            default = f.default
-            if default is dataclasses.MISSING:
-                continue
-            kind = type(default)
-            group.add_argument(f"--{prefix}{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default,
-                               help=f"{text} (default: {default})")
+            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=f.default,
+                               help=f"{text} (default: {f.default})")
     return parser
 
 

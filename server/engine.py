@@ -117,12 +117,12 @@ class Engine:
         if session.ending or session.closed:
             raise ValueError("audio after the end of the stream")
         max_seconds = self.config.max_stream_seconds
+        before = session.audio.seconds_received
         frames = session.audio.accept(data)
         if max_seconds and session.audio.seconds_received > max_seconds:
             raise ValueError(f"the stream is longer than the server's limit of {max_seconds:g} s")
         session.last_activity = time.monotonic()
-        self.metrics.audio_seconds.inc(len(data) / (2 if session.options.encoding == "s16le" else 4)
-                                       / session.options.sample_rate)
+        self.metrics.audio_seconds.inc(session.audio.seconds_received - before)
         self._add_features(session, frames)
 
     async def wait_for_room(self, session: Session) -> None:
@@ -298,7 +298,7 @@ class Engine:
             end = session.frames_decoded * self.frame_seconds
             timed = session.options.timestamps
             session.events.put_nowait(Final(session.segment, transcript.text, start, end,
-                                            transcript.words if timed else (), session.granularity, end,
+                                            transcript.words if timed else (), session.granularity,
                                             transcript.tokens if timed else ()))
             log.debug("session %s segment %d final (%s): %s", session.id, session.segment, reason, transcript.text)
             session.segment += 1

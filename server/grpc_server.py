@@ -42,7 +42,7 @@ def result_message(event: Partial | Final):
                           decoded_seconds=event.decoded)
     return pb2.Result(is_final=True, segment=event.segment, text=event.text, start=event.start, end=event.end,
                       words=[pb2.Word(word=w.word, start=w.start, end=w.end) for w in event.words],
-                      granularity=event.granularity, decoded_seconds=event.decoded,
+                      granularity=event.granularity, decoded_seconds=event.end,
                       tokens=[pb2.Token(piece=t.piece, start=t.start, end=t.end) for t in event.tokens])
 
 

@@ -34,7 +34,6 @@ class Final:
     end: float
     words: tuple[WordTime, ...]  # empty unless the client asked for timestamps
     granularity: str
-    decoded: float  # seconds of the stream's audio decoded when this segment ended
     tokens: tuple[TokenTime, ...] = ()  # BPE pieces with times; empty unless timestamps were asked for
 
 

@@ -50,7 +50,7 @@ def event_message(event: Partial | Final | Progress | Done | Failed) -> dict[str
                 "end": round(event.end, 3), "words": [{k: round(v, 3) if isinstance(v, float) else v
                                                        for k, v in asdict(w).items()} for w in event.words],
                 "tokens": [{"token": t.piece, "start": round(t.start, 3), "end": round(t.end, 3)} for t in event.tokens],
-                "granularity": event.granularity, "decoded": round(event.decoded, 3)}
+                "granularity": event.granularity, "decoded": round(event.end, 3)}  # a final covers up to its end
     if isinstance(event, Done):
         return {"type": "done", "seconds": round(event.seconds, 3)}
     if isinstance(event, Failed):
@@ -109,11 +109,11 @@ class WebSocketServer:
         try:
             while True:
                 try:
-                    message = await asyncio.wait_for(connection.recv(), idle)
+                    # Before start only: an open session's idleness is the service's reaper's to judge
+                    # (the same rule for both transports); it closes the connection through `sender`.
+                    message = await asyncio.wait_for(connection.recv(), idle if session is None else None)
                 except TimeoutError:
-                    if session is not None and session.ending:
-                        continue  # the client waits for its last results
-                    raise ProtocolError("idle_timeout", f"no message for {idle:g} s", GOING_AWAY) from None
+                    raise ProtocolError("idle_timeout", f"no start message for {idle:g} s", GOING_AWAY) from None
                 if isinstance(message, bytes):
                     if session is None:
                         raise ProtocolError("audio_before_start", "binary audio before the start message")
@@ -190,7 +190,7 @@ class WebSocketServer:
             if message is not None:
                 await connection.send(json.dumps(message))
             if isinstance(event, Failed):
-                await connection.close(INTERNAL, event.message[:120])
+                await connection.close(GOING_AWAY if event.code == "idle_timeout" else INTERNAL, event.message[:120])
                 return
             if isinstance(event, Done):
                 await connection.close(NORMAL, "done")

@@ -147,3 +147,28 @@ def test_health_check_serves(recognizer):
                         for s in ("", "asr.v1.Recognizer")]
 
     assert asyncio.run(scenario()) == [health_pb2.HealthCheckResponse.SERVING] * 2
+
+
+def test_an_idle_call_ends_with_deadline_exceeded(recognizer):
+    async def scenario():
+        async with running(recognizer, grpc_config(idle_timeout_s=0.3)) as service:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc.port}") as channel:
+                stub = pb2_grpc.RecognizerStub(channel)
+                never = asyncio.Event()
+
+                async def silent():
+                    yield pb2.StreamingRecognizeRequest(config=pb2.RecognitionConfig())
+                    await never.wait()  # the client keeps the call open and sends nothing
+
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await asyncio.wait_for(_collect(stub.StreamingRecognize(silent())), 5)
+                await asyncio.sleep(0.05)
+                return error.value, len(service.engine.sessions)
+
+    error, open_sessions = asyncio.run(scenario())
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no audio" in error.details()
+    assert open_sessions == 0
+
+
+async def _collect(call):
+    return [r async for r in call]

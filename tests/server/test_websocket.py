@@ -221,3 +221,18 @@ def test_health_readiness_and_metrics_over_http(recognizer):
     assert metrics[0] == 200 and "asr_active_sessions 0.0" in metrics[1]
     assert "asr_sessions_opened_total 1.0" in metrics[1] and "asr_partial_latency_seconds_bucket" in metrics[1]
     assert missing[0] == 404
+
+
+def test_an_idle_stream_is_closed_with_an_error_saying_so(recognizer):
+    async def scenario():
+        async with running(recognizer, server_config(idle_timeout_s=0.3)) as service:
+            async with connect(f"ws://127.0.0.1:{service.websocket.port}/") as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                await ws.recv()
+                await ws.send(s16le(audio(0.5)))  # then nothing
+                replies = await asyncio.wait_for(drain(ws), 5)
+                return replies, ws.close_code, len(service.engine.sessions)
+
+    replies, code, open_sessions = asyncio.run(scenario())
+    assert replies[-1]["type"] == "error" and replies[-1]["code"] == "idle_timeout"
+    assert code == 1001 and open_sessions == 0
