@@ -179,6 +179,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+        if not torch.isfinite(grad_norm):
+            # A finite loss can still overflow in backward (bf16). Clipping would turn inf into NaN and
+            # Adam would carry it into every weight, so this update is dropped. The gradients are
+            # already all-reduced, so under DDP every rank sees the same norm and drops it too.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.progress.skipped_batches += 1
+            log.warning("skipping update for batch %s...: gradient norm is %s", batch.cut_ids[:2], float(grad_norm))
+            return None
         self.optimizer.step()
         progress.step += 1
         progress.audio_seconds += batch.seconds * self.world_size

@@ -7,7 +7,7 @@ import torch
 
 from asr.checkpoint import load_checkpoint
 from asr.config import TrainConfig, apply_overrides
-from asr.data.datamodule import Batch
+from asr.data.datamodule import Batch, load_cuts, train_dataloader
 from asr.train import EdenSchedule, Trainer, average_state_dicts
 from recipes.synthetic.espeak import espeak_available
 from tests.prepared_data import make_prepared_dir
@@ -81,6 +81,22 @@ def test_a_malformed_batch_is_skipped_and_counted_not_fatal(data_dir, tmp_path):
                 ["?"], ["bad-cut"], 1.0)  # blank ids inside the target
     assert trainer.train_step(bad) is None
     assert trainer.progress.skipped_batches == 1 and trainer.progress.step == 0
+
+
+def test_an_overflowing_gradient_is_dropped_before_it_reaches_the_weights(data_dir, tmp_path):
+    trainer = Trainer(_config(data_dir, tmp_path))
+    config = trainer.config
+    batch = next(iter(train_dataloader(load_cuts(config.data, config.data.train_parts), trainer.tokenizer,
+                                       config.data, config.seed, 0)))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    first = next(trainer.model.parameters())
+    hook = first.register_hook(lambda grad: torch.full_like(grad, float("inf")))  # as bf16 overflow would
+    assert trainer.train_step(batch) is None
+    hook.remove()
+    assert trainer.progress.skipped_batches == 1 and trainer.progress.step == 0
+    assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+    assert trainer.train_step(batch) is not None  # the next batch trains normally
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
 def test_eden_schedule_warms_up_then_decays():
