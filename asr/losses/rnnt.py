@@ -125,8 +125,77 @@ def _skew(x: Tensor) -> Tensor:
     return flat.reshape(batch, rows, width - 1)
 
 
+def _unskew(x: Tensor, num_frames: int) -> Tensor:
+    """Inverse of :func:`_skew`: (B, R, T+R-1) diagonal columns -> (B, R, T) with out[b, r, t] = x[b, r, r+t]."""
+    batch, rows, width = x.shape
+    flat = F.pad(x.reshape(batch, rows * width), (0, rows))
+    return flat.reshape(batch, rows, width + 1)[:, :, :num_frames]
+
+
+class _LatticeLogProb(torch.autograd.Function):
+    """Forward (alpha) and backward (beta) recursions over anti-diagonals, with the closed-form gradient.
+
+    Autograd through the recursion would record a few ops per diagonal and replay them backwards;
+    here the backward pass is one beta recursion plus two exps: d ll / d px[s, t] is the posterior
+    occupation exp(alpha[s, t] + px[s, t] + beta[s+1, t] - ll), and likewise for py with beta[s, t+1].
+    px and py arrive masked and padded to (B, S+1, T) (row S of px is NEG_LARGE).
+    """
+
+    @staticmethod
+    def forward(ctx, px: Tensor, py: Tensor, frame_lens: Tensor, target_lens: Tensor) -> Tensor:
+        batch, num_states, num_frames = px.shape
+        px_diag, py_diag = _skew(px).unbind(dim=2), _skew(py).unbind(dim=2)
+        num_diags = len(px_diag)
+        end_diag = target_lens + frame_lens - 1  # diagonal of the last node (S_b, T_b-1)
+        end_state = target_lens[:, None]
+        first_row = px.new_full((batch, 1), NEG_LARGE)
+
+        alpha = px.new_full((batch, num_states), NEG_LARGE)  # on diagonal d, indexed by s
+        alpha[:, 0] = 0.0
+        alphas = [alpha]
+        for d in range(1, num_diags):
+            from_token = torch.cat([first_row, (alpha + px_diag[d - 1])[:, :-1]], dim=1)
+            alpha = torch.logaddexp(from_token, alpha + py_diag[d - 1]).clamp_(min=NEG_LARGE)
+            alphas.append(alpha)
+        alpha_grid = _unskew(torch.stack(alphas, dim=2), num_frames)  # (B, S+1, T)
+        batch_idx = torch.arange(batch, device=px.device)
+        final_blank = py[batch_idx, target_lens, frame_lens - 1]
+        log_likelihood = alpha_grid[batch_idx, target_lens, frame_lens - 1] + final_blank
+
+        # beta[s, t]: log-prob of finishing from node (s, t), its final blank included.
+        last_row = px.new_full((batch, 1), NEG_LARGE)
+        beta = px.new_full((batch, num_states), NEG_LARGE)
+        betas = [beta] * num_diags
+        for d in range(num_diags - 1, -1, -1):
+            if d < num_diags - 1:
+                to_token = torch.cat([beta[:, 1:], last_row], dim=1) + px_diag[d]  # (s, t) -> (s+1, t)
+                beta = torch.logaddexp(to_token, beta + py_diag[d]).clamp_(min=NEG_LARGE)
+            ends = end_diag == d
+            if bool(ends.any()):
+                beta = beta.scatter(1, end_state, torch.where(ends, final_blank, beta.gather(1, end_state)[:, 0])[:, None])
+            betas[d] = beta
+        beta_grid = _unskew(torch.stack(betas, dim=2), num_frames)
+        ctx.save_for_backward(px, py, alpha_grid, beta_grid, log_likelihood, frame_lens, target_lens)
+        return log_likelihood
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        px, py, alpha, beta, log_likelihood, frame_lens, target_lens = ctx.saved_tensors
+        batch, num_states, num_frames = px.shape
+        ll = log_likelihood[:, None, None]
+        beta_next_state = F.pad(beta[:, 1:], (0, 0, 0, 1), value=NEG_LARGE)  # beta[s+1, t]
+        beta_next_frame = F.pad(beta[:, :, 1:], (0, 1), value=NEG_LARGE)  # beta[s, t+1]
+        # The final blank out of (S_b, T_b-1) ends the path: what follows it has log-prob 0.
+        batch_idx = torch.arange(batch, device=px.device)
+        beta_next_frame[batch_idx, target_lens, frame_lens - 1] = 0.0
+        scale = grad[:, None, None]
+        grad_px = (alpha + px + beta_next_state - ll).exp() * scale
+        grad_py = (alpha + py + beta_next_frame - ll).exp() * scale
+        return grad_px, grad_py, None, None
+
+
 def rnnt_lattice_logprob(px: Tensor, py: Tensor, frame_lens: Tensor, target_lens: Tensor) -> Tensor:
-    """Total log-probability of the RNN-T lattice per utterance, (B,). Differentiable by autograd.
+    """Total log-probability of the RNN-T lattice per utterance, (B,). Differentiable.
 
     Args:
       px: (B, S, T) log-prob of emitting targets[:, s] at node (s, t).
@@ -143,7 +212,7 @@ def rnnt_lattice_logprob(px: Tensor, py: Tensor, frame_lens: Tensor, target_lens
     dtype = compute_dtype(px.dtype)
     device = px.device
     frame_lens, target_lens = frame_lens.long().to(device), target_lens.long().to(device)
-    # Mask arcs outside each utterance so padding can neither leak into alpha nor carry NaN grads.
+    # Mask arcs outside each utterance so padding can neither leak into alpha nor carry gradients.
     frame_ok = torch.arange(num_frames, device=device) < frame_lens[:, None, None]  # (B, 1, T)
     states = torch.arange(max_target_len + 1, device=device)[None, :, None]  # (1, S+1, 1)
     px_ok = (states[:, :max_target_len] < target_lens[:, None, None]) & frame_ok
@@ -152,24 +221,7 @@ def rnnt_lattice_logprob(px: Tensor, py: Tensor, frame_lens: Tensor, target_lens
     py = torch.where(py_ok, py.to(dtype), NEG_LARGE)
     # Row S has no token to emit; the extra row gives px the same (S+1) rows as py.
     px = torch.cat([px, px.new_full((batch, 1, num_frames), NEG_LARGE)], dim=1)  # (B, S+1, T)
-    # One column per anti-diagonal, each (B, S+1). unbind (not per-step slicing) because its
-    # backward stacks the column gradients once instead of a full-size zero tensor per step.
-    px_diag, py_diag = _skew(px).unbind(dim=2), _skew(py).unbind(dim=2)
-
-    alpha = px.new_full((batch, max_target_len + 1), NEG_LARGE)  # alpha on diagonal d, indexed by s
-    alpha[:, 0] = 0.0
-    first_row = px.new_full((batch, 1), NEG_LARGE)
-    end_diag = target_lens + frame_lens - 1  # diagonal of the last node (S_b, T_b-1)
-    end_state = target_lens[:, None]
-    final_alpha = torch.where(end_diag == 0, alpha.gather(1, end_state).squeeze(1), NEG_LARGE)
-    for d in range(1, max_target_len + num_frames):
-        from_token = alpha + px_diag[d - 1]  # arcs (s, t) -> (s+1, t), indexed by source s
-        from_blank = alpha + py_diag[d - 1]  # arcs (s, t-1) -> (s, t)
-        from_token = torch.cat([first_row, from_token[:, :-1]], dim=1)  # re-index by target s
-        alpha = torch.logaddexp(from_token, from_blank)
-        final_alpha = torch.where(end_diag == d, alpha.gather(1, end_state).squeeze(1), final_alpha)
-    batch_idx = torch.arange(batch, device=device)
-    return final_alpha + py[batch_idx, target_lens, frame_lens - 1]
+    return _LatticeLogProb.apply(px, py, frame_lens, target_lens)
 
 
 def rnnt_loss(
