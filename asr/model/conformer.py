@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from asr.config import EncoderConfig, MergeConfig
 from asr.model.attention import RotaryEmbedding, SelfAttention
+from asr.model.dropout import Dropout
 from asr.model.cache import append_and_trim, right_aligned_slots, scatter_right
 from asr.model.merge import MAX_RATIO, adjacent_similarity, merge_tokens, mergeable_pairs, ratio_budget, select_pairs
 from asr.model.moe import MoEFeedForward
@@ -54,9 +55,9 @@ class FeedForward(nn.Module):
             nn.LayerNorm(d_model),
             nn.Linear(d_model, hidden),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, d_model),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,7 +76,7 @@ class ConvModule(nn.Module):
         # LayerNorm over channels rather than BatchNorm: per-frame, so streaming matches training.
         self.depthwise_norm = nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, x_lens: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, T, D), cache: (B, D, K-1) -> y (B, T, D), new cache (B, D, K-1)."""
@@ -189,7 +190,7 @@ class ConformerBlock(nn.Module):
             else FeedForward(d, config.ff_dim, config.dropout)
         self.attn_norm = nn.LayerNorm(d)
         self.attn = SelfAttention(d, config.num_heads, config.dropout)
-        self.attn_dropout = nn.Dropout(config.dropout)
+        self.attn_dropout = Dropout(config.dropout)
         self.conv = ConvModule(d, config.conv_kernel, config.dropout)
         self.ff2 = MoEFeedForward(d, config.ff_dim, config.dropout, config.moe) if moe_ff2 \
             else FeedForward(d, config.ff_dim, config.dropout)
@@ -309,7 +310,7 @@ class ConformerEncoder(nn.Module):
         self.input_norm = FeatureNorm(config.num_features)
         self.subsampling = Conv2dSubsampling(config.num_features, config.d_model, config.subsampling_channels)
         self.rotary = RotaryEmbedding(config.d_model // config.num_heads, config.rotary_base)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         merge_layers = set(config.merge.layers)
         first_merge = min(merge_layers) if merge_layers else config.num_layers
         moe = config.moe.enabled

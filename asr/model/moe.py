@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from asr.config import MoEConfig
+from asr.model.dropout import Dropout
 
 
 class Expert(nn.Module):
@@ -18,7 +19,7 @@ class Expert(nn.Module):
         super().__init__()
         self.up = nn.Linear(d_model, hidden)
         self.act = nn.SiLU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.down = nn.Linear(hidden, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -39,7 +40,7 @@ class MoEFeedForward(nn.Module):
         self.router = nn.Linear(d_model, config.num_experts, bias=False)
         self.experts = nn.ModuleList(Expert(d_model, hidden, dropout) for _ in range(config.num_experts))
         self.shared = nn.ModuleList(Expert(d_model, hidden, dropout) for _ in range(config.num_shared))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, lens: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x: (B, T, D); lens: (B,) real tokens (padding is neither routed nor counted)."""
