@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asr.checkpoint import load_checkpoint
-from recipes.synthetic import run
+from recipes.synthetic import diagnose, run
 from recipes.synthetic.espeak import espeak_available
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (make test installs it)")
@@ -37,3 +37,7 @@ def test_generate_prepare_train_decode_at_toy_scale(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), ckpt.model.state_dict().values()))
     with pytest.raises(SystemExit):
         run.main(["--work-dir", str(work), "--stages", "train,evaluate"])
+    # The voice/text diagnosis speaks and decodes four small sets with the recipe's model.
+    cells = diagnose.main(["--checkpoint", str(exp / "final.pt"), "--work-dir", str(work), "--utterances", "2"])
+    assert set(cells) == {(v, t) for v in ("training", "test") for t in ("training", "test")}
+    assert all(0.0 <= wer <= 400.0 for wer in cells.values())
