@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-APT_PACKAGES := espeak-ng sox flac dict-devil chromium chromium-driver
+APT_PACKAGES := espeak-ng sox flac dict-devil dict-gcide chromium chromium-driver
 TORCH := torch==2.13.0
 
 .PHONY: demo test bench setup system-deps clean
@@ -24,6 +24,7 @@ setup: system-deps $(STAMP)
 system-deps:
 	@missing=""; for b in espeak-ng sox flac chromium chromedriver; do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	[ -f /usr/share/dictd/devil.dict.dz ] || missing="$$missing dict-devil"; \
+	[ -f /usr/share/dictd/gcide.dict.dz ] || missing="$$missing dict-gcide"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \

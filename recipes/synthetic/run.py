@@ -1,6 +1,6 @@
 """The whole recipe on the synthetic corpus, one command: generate -> prepare -> train -> decode.
 
-    python -m recipes.synthetic.run                      # 2 h corpus, cpu-small model, ~45 min on 2 cores
+    python -m recipes.synthetic.run                      # 8 h corpus, cpu-small model, ~40 min on 2 cores
     python -m recipes.synthetic.run --train-hours 100 --config recipes/librispeech/conf/gpu-medium.yaml
 
 Every step is resumable: the corpus and the prepared data are skipped when complete, training
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
                              "(default: recipes/librispeech/conf/cpu-small.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one training config field (repeatable)")
-    parser.add_argument("--train-hours", type=float, default=6.0, help="hours of synthetic training speech")
+    parser.add_argument("--train-hours", type=float, default=8.0, help="hours of synthetic training speech")
     parser.add_argument("--train-utterances", type=int, help="utterances instead of hours (tests)")
     parser.add_argument("--dev-minutes", type=float, default=8.0, help="minutes of dev-clean")
     parser.add_argument("--test-minutes", type=float, default=15.0, help="minutes of test-clean")
@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--utterance-seconds", default="1-6",
                         help="MIN-MAX target utterance length; short utterances let a small corpus align quickly")
     parser.add_argument("--max-minutes", type=float, default=36.0, help="training wall-time budget (0 = none)")
-    parser.add_argument("--text-sources", default="devil",
-                        help="sentence sources, comma-separated: devil, gcide (apt-get install dict-gcide)")
+    parser.add_argument("--text-sources", default="devil,gcide",
+                        help="sentence sources, comma-separated: devil (apt-get install dict-devil), gcide "
+                             "(apt-get install dict-gcide); Bierce alone repeats too few sentences to generalise")
     parser.add_argument("--stages", default="data,train,decode",
                         help="which stages to run, comma-separated: data (generate + prepare), train, decode")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
