@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from asr.config import EncoderConfig, MergeConfig
 from asr.model.attention import RotaryEmbedding, SelfAttention
-from asr.model.dropout import Dropout
 from asr.model.cache import append_and_trim, right_aligned_slots, scatter_right
+from asr.model.dropout import Dropout
 from asr.model.merge import MAX_RATIO, adjacent_similarity, merge_tokens, mergeable_pairs, ratio_budget, select_pairs
 from asr.model.moe import MoEFeedForward
 from asr.model.state import EncoderState, LayerState
