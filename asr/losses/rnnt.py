@@ -146,8 +146,6 @@ class _LatticeLogProb(torch.autograd.Function):
         batch, num_states, num_frames = px.shape
         px_diag, py_diag = _skew(px).unbind(dim=2), _skew(py).unbind(dim=2)
         num_diags = len(px_diag)
-        end_diag = target_lens + frame_lens - 1  # diagonal of the last node (S_b, T_b-1)
-        end_state = target_lens[:, None]
         first_row = px.new_full((batch, 1), NEG_LARGE)
 
         alpha = px.new_full((batch, num_states), NEG_LARGE)  # on diagonal d, indexed by s
@@ -162,19 +160,21 @@ class _LatticeLogProb(torch.autograd.Function):
         final_blank = py[batch_idx, target_lens, frame_lens - 1]
         log_likelihood = alpha_grid[batch_idx, target_lens, frame_lens - 1] + final_blank
 
-        # beta[s, t]: log-prob of finishing from node (s, t), its final blank included.
+        # beta[s, t]: log-prob of finishing from node (s, t), its final blank included. `source` holds
+        # final_blank at each utterance's end node (S_b, T_b-1) and NEG_LARGE elsewhere. Every arc
+        # out of the end node leaves the utterance (about NEG_LARGE), so a maximum with `source` sets
+        # the end node exactly and clamps the rest, with no per-diagonal branch (a GPU sync).
+        source = px.new_full((batch, num_states, num_frames), NEG_LARGE)
+        source[batch_idx, target_lens, frame_lens - 1] = final_blank
+        source_diag = _skew(source).unbind(dim=2)
         last_row = px.new_full((batch, 1), NEG_LARGE)
-        beta = px.new_full((batch, num_states), NEG_LARGE)
-        betas = [beta] * num_diags
+        beta = px.new_full((batch, num_states), NEG_LARGE)  # beyond the last diagonal
+        betas = []
         for d in range(num_diags - 1, -1, -1):
-            if d < num_diags - 1:
-                to_token = torch.cat([beta[:, 1:], last_row], dim=1) + px_diag[d]  # (s, t) -> (s+1, t)
-                beta = torch.logaddexp(to_token, beta + py_diag[d]).clamp_(min=NEG_LARGE)
-            ends = end_diag == d
-            if bool(ends.any()):
-                beta = beta.scatter(1, end_state, torch.where(ends, final_blank, beta.gather(1, end_state)[:, 0])[:, None])
-            betas[d] = beta
-        beta_grid = _unskew(torch.stack(betas, dim=2), num_frames)
+            to_token = torch.cat([beta[:, 1:], last_row], dim=1) + px_diag[d]  # (s, t) -> (s+1, t)
+            beta = torch.maximum(torch.logaddexp(to_token, beta + py_diag[d]), source_diag[d])
+            betas.append(beta)
+        beta_grid = _unskew(torch.stack(betas[::-1], dim=2), num_frames)
         ctx.save_for_backward(px, py, alpha_grid, beta_grid, log_likelihood, frame_lens, target_lens)
         return log_likelihood
 
