@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := espeak-ng sox flac dict-devil dict-gcide chromium chromium-driver
+# Jane Austen's novels, the synthetic corpus's default text; its R runtime is not needed (read in Python)
+APT_TEXT_PACKAGES := r-cran-janeaustenr
 TORCH := torch==2.13.0
 
 .PHONY: demo test bench setup system-deps clean
@@ -25,10 +27,12 @@ system-deps:
 	@missing=""; for b in espeak-ng sox flac chromium chromedriver; do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	[ -f /usr/share/dictd/devil.dict.dz ] || missing="$$missing dict-devil"; \
 	[ -f /usr/share/dictd/gcide.dict.dz ] || missing="$$missing dict-gcide"; \
+	[ -f /usr/lib/R/site-library/janeaustenr/data/Rdata.rdb ] || missing="$$missing r-cran-janeaustenr"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $(APT_PACKAGES); \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(APT_TEXT_PACKAGES); \
 	fi
 
 $(STAMP): pyproject.toml

@@ -64,7 +64,7 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class CorpusConfig:
     seed: int = 0  # every text, voice and pause follows from it
-    text_sources: tuple[str, ...] = ("devil",)  # text.SOURCES keys: devil, gcide
+    text_sources: tuple[str, ...] = ("austen",)  # text.SOURCES keys: austen, devil, gcide
     train_hours: float = 2.0  # train-clean-100
     train_utterances: int | None = None  # train-clean-100 by count; overrides train_hours
     train_360_hours: float = 0.0  # train-clean-360; 0 skips it
@@ -514,7 +514,8 @@ def generate_corpus(out_dir: Path | str, config: CorpusConfig = CorpusConfig(),
 
 _HELP = {
     "seed": "seed for every text, voice and pause choice; same seed, same bytes",
-    "text_sources": "comma-separated sentence sources: devil (dict-devil) and/or gcide (dict-gcide)",
+    "text_sources": "comma-separated sentence sources: austen (r-cran-janeaustenr), devil (dict-devil), "
+                    "gcide (dict-gcide)",
     "train_hours": "hours of train-clean-100",
     "train_utterances": "utterances of train-clean-100 (overrides --train-hours)",
     "train_360_hours": "hours of train-clean-360, with its own speakers (0: not made)",

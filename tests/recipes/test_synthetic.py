@@ -11,11 +11,11 @@ from recipes.synthetic.espeak import espeak_available
 from recipes.synthetic.generate import (
     SPLITS, CorpusConfig, build_speakers, generate_corpus, main, plan_split, voice_pairs,
 )
-from recipes.synthetic.text import DICTD_DIR, load_sentences, split_sentences, vocabulary
+from recipes.synthetic.text import SOURCES, load_sentences, split_sentences, vocabulary
 
 pytestmark = [
     pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (make test installs it)"),
-    pytest.mark.skipif(not (DICTD_DIR / "devil.dict.dz").is_file(), reason="apt-get install dict-devil"),
+    pytest.mark.skipif(not SOURCES["austen"][0].is_file(), reason="apt-get install r-cran-janeaustenr"),
 ]
 
 TINY = ["--train-utterances", "6", "--dev-utterances", "3", "--test-utterances", "4",
