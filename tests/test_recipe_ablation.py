@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.recipe_ablation import load_plan, read_wer, run_command
+from bench.recipe_ablation import load_plan, matched_steps, read_wer, run_command
 
 PLAN = """
 base_config: recipes/librispeech/conf/cpu-small.yaml
@@ -52,3 +52,21 @@ def test_read_wer_from_the_evaluator_table(tmp_path):
         "| test-clean | greedy-chunk320ms | 33.95 | 5 |\n| test-clean | greedy-offline | 29.95 | 4 |\n")
     assert read_wer(tmp_path) == {"greedy-chunk320ms": "33.95", "greedy-offline": "29.95"}
     assert read_wer(Path(tmp_path / "missing")) == {}
+
+
+def test_cpu_matched_plans_give_slower_variants_fewer_steps(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN.replace("max_steps: 100", "max_steps: 100\ncpu_matched: true"))
+    plan = load_plan(path, None)
+    assert plan.cpu_matched and not load_plan(_written(tmp_path / "p2.yaml", PLAN), None).cpu_matched
+    steps = matched_steps(plan, {"base": 0.4, "bigger-bpe": 0.5}, plan.variants)
+    assert steps == {"base": 100, "bigger-bpe": 80}
+    # Under --only the first variant still sets the budget.
+    assert matched_steps(plan, {"base": 0.4, "bigger-bpe": 0.8}, plan.variants[1:]) == {"bigger-bpe": 50}
+    command = run_command(plan.variants[1], plan, "train,decode", 2, steps["bigger-bpe"])
+    assert "max_steps=80" in command and "max_steps=100" not in command
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

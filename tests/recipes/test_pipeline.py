@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from asr.checkpoint import load_checkpoint
+from bench import step_time
 from recipes.synthetic import diagnose, run
 from recipes.synthetic.espeak import espeak_available
 
@@ -37,6 +38,11 @@ def test_generate_prepare_train_decode_at_toy_scale(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), ckpt.model.state_dict().values()))
     with pytest.raises(SystemExit):
         run.main(["--work-dir", str(work), "--stages", "train,evaluate"])
+    # The CPU step timer behind CPU-matched ablations trains on the same prepared corpus.
+    timing = step_time.main(["--data-dir", str(work / "prepared"), "--config", "recipes/librispeech/conf/tiny.yaml",
+                             "--steps", "1", "--warmup", "0", "--threads", "1"])
+    assert timing["seconds_per_step"] > 0 and timing["audio_seconds_per_second"] > 0
+    assert timing["params_millions"] == pytest.approx(sum(p.numel() for p in ckpt.model.parameters()) / 1e6)
     # The voice/text diagnosis speaks and decodes four small sets with the recipe's model.
     cells = diagnose.main(["--checkpoint", str(exp / "final.pt"), "--work-dir", str(work), "--utterances", "2"])
     assert set(cells) == {(v, t) for v in ("training", "test") for t in ("training", "test")}
