@@ -159,6 +159,11 @@ class OptimConfig:
     decay_steps: float = 5000.0  # Eden-style decay: lr * ((step/decay_steps)^2 + 1)^-0.25 ...
     decay_epochs: float = 6.0  # ... * ((epoch/decay_epochs)^2 + 1)^-0.25
     grad_clip: float = 5.0  # max global gradient norm
+    # Cool-down: over the last `cooldown` fraction of the training budget (max_steps or max_minutes,
+    # whichever runs out first) the learning rate falls linearly to `cooldown_floor` times its
+    # scheduled value. A recipe that trains for a fixed time ends on a low learning rate.
+    cooldown: float = 0.0
+    cooldown_floor: float = 0.05
 
 
 @dataclass(frozen=True)

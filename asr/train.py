@@ -49,12 +49,17 @@ class EdenSchedule:
     def __init__(self, config) -> None:
         self.config = config
 
-    def factor(self, step: int, epoch: float) -> float:
+    def factor(self, step: int, epoch: float, budget_used: float = 0.0) -> float:
+        """`budget_used`: the fraction of the run's step or time budget spent (for the cool-down)."""
         c = self.config
         warmup = min(1.0, (step + 1) / max(1, c.warmup_steps))
         by_steps = ((step / c.decay_steps) ** 2 + 1) ** -0.25
         by_epochs = ((epoch / c.decay_epochs) ** 2 + 1) ** -0.25
-        return warmup * by_steps * by_epochs
+        cooldown = 1.0
+        if c.cooldown > 0:
+            left = min(1.0, max(0.0, (1.0 - budget_used) / c.cooldown))
+            cooldown = c.cooldown_floor + (1.0 - c.cooldown_floor) * left
+        return warmup * by_steps * by_epochs * cooldown
 
 
 def setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
@@ -92,6 +97,7 @@ class Trainer:
         )
         self.schedule = EdenSchedule(config.optim)
         self.progress = Progress()
+        self.elapsed_minutes = 0.0  # of this process's training, by rank 0's clock (see should_stop)
         self.ddp = (
             # A routed expert that no token of this rank's batch chose has no gradient there.
             torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=config.model.encoder.moe.enabled)
@@ -164,7 +170,7 @@ class Trainer:
         torch.manual_seed(config.seed * 1_000_003 + progress.step)
         random.seed(config.seed * 1_000_003 + progress.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = config.optim.lr * self.schedule.factor(progress.step, progress.epoch)
+            group["lr"] = config.optim.lr * self.schedule.factor(progress.step, progress.epoch, self.budget_used())
         batch = batch.to(self.device)
         self.model.train()
         try:
@@ -214,18 +220,25 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return None
 
+    def budget_used(self) -> float:
+        """Fraction of the step or time budget spent, the larger of the two (0 without a budget)."""
+        c = self.config
+        used = self.progress.step / c.max_steps if c.max_steps else 0.0
+        return max(used, self.elapsed_minutes / c.max_minutes) if c.max_minutes else used
+
     def should_stop(self, started: float) -> bool:
         c = self.config
         if c.max_steps and self.progress.step >= c.max_steps:
             return True
         if not c.max_minutes:
             return False
-        out_of_time = (time.time() - started) / 60 >= c.max_minutes
-        if self.world_size > 1:  # every rank must stop at the same step, so rank 0's clock decides
-            flag = torch.tensor([float(out_of_time)], device=self.device)
-            dist.broadcast(flag, src=0)
-            out_of_time = bool(flag.item())
-        return out_of_time
+        elapsed = (time.time() - started) / 60
+        if self.world_size > 1:  # every rank must stop (and cool down) in step, so rank 0's clock decides
+            clock = torch.tensor([elapsed], device=self.device)
+            dist.broadcast(clock, src=0)
+            elapsed = float(clock.item())
+        self.elapsed_minutes = elapsed
+        return elapsed >= c.max_minutes
 
     def train(self) -> Path:
         config = self.config

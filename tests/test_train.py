@@ -107,6 +107,25 @@ def test_eden_schedule_warms_up_then_decays():
     assert schedule.factor(1000, 12) < schedule.factor(1000, 0)
 
 
+def test_cooldown_ends_the_budget_on_a_low_learning_rate(data_dir, tmp_path):
+    flat = dataclasses.replace(TrainConfig().optim, warmup_steps=1, decay_steps=1e12, decay_epochs=1e12)
+    plain, cool = EdenSchedule(flat), EdenSchedule(dataclasses.replace(flat, cooldown=0.2, cooldown_floor=0.05))
+    assert cool.factor(10, 1, 0.5) == pytest.approx(plain.factor(10, 1, 0.5)) == pytest.approx(1.0)
+    assert cool.factor(10, 1, 0.9) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert cool.factor(10, 1, 1.0) == cool.factor(10, 1, 1.3) == pytest.approx(0.05)
+    # In training, the step budget drives it: the last of 10 steps runs at 9/10 of the budget.
+    trainer = Trainer(_config(data_dir, tmp_path, max_steps=10, log_every=1,
+                              optim={"warmup_steps": 1, "cooldown": 0.5, "cooldown_floor": 0.1}))
+    trainer.train()
+    import csv
+
+    rows = {int(r["step"]): r for r in csv.DictReader((tmp_path / "train_log.csv").open())}
+    last = rows[10]
+    expected = trainer.config.optim.lr * trainer.schedule.factor(9, int(last["epoch"]), 0.9)
+    assert float(last["lr"]) == pytest.approx(expected, rel=1e-6)
+    assert float(last["lr"]) < 0.5 * float(rows[4]["lr"])
+
+
 def test_averaging_is_elementwise_mean():
     a, b = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(2)}, {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(4)}
     avg = average_state_dicts([a, b])
