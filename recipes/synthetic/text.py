@@ -90,7 +90,7 @@ def _read_dictd(source: str) -> str:
 
 def _clean_spoken(raw: str) -> str:
     """Drop markup that is not speech: [etymologies], {cross-reference braces}, _italics_, "--"."""
-    text = re.sub(r"\[[^\]]*\]", " ", raw)
+    text = re.sub(r"\[[^\]]*\]", " ", raw).replace("&c.", "et cetera.")  # espeak-ng reads "&c." as "and c dot"
     text = text.replace("{", "").replace("}", "").replace("_", "").replace("--", ", ")
     text = re.sub(r"\s+,", ",", " ".join(text.split()))
     return re.sub(r",+", ",", text).strip(" ,")
@@ -224,7 +224,7 @@ def split_into_phrases(sentence: Sentence, max_words: int) -> list[Sentence]:
     phrases = []
     for piece in pieces:
         spoken = " ".join(piece).replace('"', "").replace("(", "").replace(")", "")  # quotes may span phrases
-        spoken = spoken.strip().rstrip(",;:").strip()
+        spoken = spoken.strip().rstrip(",;:").strip().lstrip("'")  # Austen quotes within quotes with '...'
         if not re.search(r"[.!?]$", spoken):
             spoken += "."
         text = normalize_transcript(spoken)
