@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := espeak-ng sox flac dict-devil dict-gcide chromium chromium-driver
-# Jane Austen's novels, the synthetic corpus's default text; its R runtime is not needed (read in Python)
+# Jane Austen's novels, the synthetic corpus's default text (apt brings R along; we read the data in Python)
 APT_TEXT_PACKAGES := r-cran-janeaustenr
 TORCH := torch==2.13.0
 

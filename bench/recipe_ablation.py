@@ -15,10 +15,11 @@ The YAML names a base config, the step count and the variants; each variant may 
 A fixed step count makes a GPU run of a CPU recipe a cheap proxy for the CPU run: same batches, same
 schedule, same number of updates, minutes instead of the CPU's 36. With `cpu_matched: true` the step
 count is the first variant's, and every other variant gets the steps it would make on the CPU in the
-same time: each is timed first on 2 CPU threads (bench/step_time.py), one after the other. Every corpus is generated and
-prepared first (once per distinct corpus), then the variants train and decode in parallel through
-`recipes.synthetic.run`, each in `<exp_root>/<name>`. The table (greedy WER on test-clean,
-streaming at 320 ms and offline) is printed and recorded in BENCHMARKS.md.
+same time. The CPU seconds per step of each variant (bench/step_time.py, 2 threads) are read from
+`<plan>.cpu-times.json`, and measured into it where missing (`--time-only` on the target CPU).
+Every corpus is generated and prepared first (once per distinct corpus), then the variants train
+and decode in parallel through `recipes.synthetic.run`, each in `<exp_root>/<name>`. The table
+(greedy WER on test-clean, streaming at 320 ms and offline) is printed and recorded in BENCHMARKS.md.
 """
 from __future__ import annotations
 
