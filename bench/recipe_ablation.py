@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     plan = load_plan(args.plan, args.exp_root)
+    if args.time_only and not plan.cpu_matched:
+        parser.error(f"--time-only times CPU steps for cpu_matched plans; {args.plan} is not one")
     variants = [v for v in plan.variants if not args.only or v.name in args.only]
     if args.only and len(variants) != len(args.only):
         parser.error(f"unknown variant(s) in --only; the plan has {[v.name for v in plan.variants]}")

@@ -67,6 +67,14 @@ def test_cpu_matched_plans_give_slower_variants_fewer_steps(tmp_path):
     assert "max_steps=80" in command and "max_steps=100" not in command
 
 
+def test_time_only_refuses_a_plan_that_is_not_cpu_matched(tmp_path):
+    from bench.recipe_ablation import main
+
+    with pytest.raises(SystemExit):  # before any corpus is made
+        main([str(_written(tmp_path / "plan.yaml", PLAN)), "--time-only", "--exp-root", str(tmp_path / "exp")])
+    assert not (tmp_path / "exp").exists()
+
+
 def _written(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
