@@ -16,7 +16,7 @@ BENCH_UTTS=${BENCH_UTTS:-0}
 MEDIUM_DATA=${MEDIUM_DATA:-data/synthetic12h}
 MEDIUM_EXP=${MEDIUM_EXP:-exp/gpu-medium-matryoshka}
 MEDIUM_SET=${MEDIUM_SET:-}
-MEDIUM_CORPUS=${MEDIUM_CORPUS:---train-hours 12}
+MEDIUM_CORPUS=${MEDIUM_CORPUS:---train-hours 12 --train-360-hours 0}
 DEVICE=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 phases=${*:-ablate medium}
 for phase in $phases; do

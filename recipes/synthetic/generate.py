@@ -189,18 +189,20 @@ def _sentence_order(seed: int, split: str, epoch: int, num_sentences: int) -> tu
 
 
 def plan_utterance(split: str, index: int, sentences: Sequence[Sentence], seed: int,
-                   spread: tuple[float, float] = (2.0, 20.0)) -> Utterance:
+                   spread: tuple[float, float] = (2.0, 20.0), walk: tuple[str, int] | None = None) -> Utterance:
     """Utterance `index` of `split`: speakers take turns; each speaker's utterances fill chapters of
     UTTERANCES_PER_CHAPTER. The first sentence walks a seeded shuffle of the split's sentences (so all
     are used before any repeats); short ones get up to two random followers towards a target length
-    drawn from `spread` (seconds), never past its upper end."""
+    drawn from `spread` (seconds), never past its upper end. `walk` = (split, start): walk that split's
+    shuffle from position `start` instead, so two splits drawing on one sentence pool share one walk."""
     speakers = build_speakers(seed)[split]
     speaker = speakers[index % len(speakers)]
     turn = index // len(speakers)
     chapter_id = speaker.speaker_id * 100 + turn // UTTERANCES_PER_CHAPTER
     rng = random.Random(f"utterance-{seed}-{split}-{index}")
-    epoch, position = divmod(index, len(sentences))
-    chosen = [sentences[_sentence_order(seed, split, epoch, len(sentences))[position]]]
+    walk_split, start = walk or (split, 0)
+    epoch, position = divmod(start + index, len(sentences))
+    chosen = [sentences[_sentence_order(seed, walk_split, epoch, len(sentences))[position]]]
     target = rng.uniform(*spread)
 
     speed = speaker.voice.speed
@@ -218,12 +220,13 @@ def plan_utterance(split: str, index: int, sentences: Sequence[Sentence], seed: 
 
 
 def plan_split(split: str, seconds: float, count: int | None, sentences: Sequence[Sentence],
-               seed: int, spread: tuple[float, float] = (2.0, 20.0)) -> list[Utterance]:
+               seed: int, spread: tuple[float, float] = (2.0, 20.0),
+               walk: tuple[str, int] | None = None) -> list[Utterance]:
     """`count` utterances, or as many as it takes for their estimated durations to reach `seconds`."""
     plan: list[Utterance] = []
     total = 0.0
     while (len(plan) < count) if count is not None else (total < seconds):
-        plan.append(plan_utterance(split, len(plan), sentences, seed, spread))
+        plan.append(plan_utterance(split, len(plan), sentences, seed, spread, walk))
         total += plan[-1].estimated_seconds
     return plan
 
@@ -487,9 +490,16 @@ def generate_corpus(out_dir: Path | str, config: CorpusConfig = CorpusConfig(),
     workers = workers or os.cpu_count() or 1
     corpus_dir = out_dir / "LibriSpeech"
     budgets = config.split_budgets()
-    plans = {split: plan_split(split, seconds, count, split_sentences_of["train"], config.seed,
-                               config.utterance_seconds)
-             for split, (seconds, count) in budgets.items() if VOICE_GROUP[split] == "train"}
+    # The training parts walk one shuffle of the training sentences, each part where the last stopped,
+    # so train-clean-360 speaks the sentences train-clean-100 has not.
+    plans: dict[str, list[Utterance]] = {}
+    walk_split, walk_start = "", 0
+    for split, (seconds, count) in budgets.items():
+        if VOICE_GROUP[split] == "train":
+            walk_split = walk_split or split
+            plans[split] = plan_split(split, seconds, count, split_sentences_of["train"], config.seed,
+                                      config.utterance_seconds, (walk_split, walk_start))
+            walk_start += len(plans[split])
     training_words = {word for plan in plans.values() for u in plan for word in u.text.split()}
     # Train-pool sentences this corpus never speaks are unseen text too: share them between dev and
     # test, which then have enough fully in-vocabulary sentences to choose from.

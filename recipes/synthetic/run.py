@@ -1,7 +1,11 @@
 """The whole recipe on the synthetic corpus, one command: generate -> prepare -> train -> decode.
 
     python -m recipes.synthetic.run                      # 8 h Austen corpus, cpu-small model, ~43 min on 2 cores
-    python -m recipes.synthetic.run --train-hours 100 --config recipes/librispeech/conf/gpu-medium.yaml
+    python -m recipes.synthetic.run --train-hours 22 --train-360-hours 78 \
+        --config recipes/librispeech/conf/gpu-medium.yaml  # 100 h, split as LibriSpeech's 100 and 360
+
+The 8 h are split between train-clean-100 (1.75 h, 251 speakers) and train-clean-360 (6.25 h, 921
+speakers), as LibriSpeech splits its 460 clean hours, so training hears 1,172 speakers.
 
 Every step is resumable: the corpus and the prepared data are skipped when complete, training
 resumes from its last checkpoint. Prints the WER table and the time each step took.
@@ -32,8 +36,13 @@ def main(argv: list[str] | None = None) -> None:
                              "(default: recipes/librispeech/conf/cpu-small.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one training config field (repeatable)")
-    parser.add_argument("--train-hours", type=float, default=8.0, help="hours of synthetic training speech")
-    parser.add_argument("--train-utterances", type=int, help="utterances instead of hours (tests)")
+    parser.add_argument("--train-hours", type=float, default=1.75,
+                        help="hours of synthetic training speech in train-clean-100 (251 speakers)")
+    parser.add_argument("--train-360-hours", type=float, default=6.25,
+                        help="hours in train-clean-360 as well (921 more speakers on the other training voice "
+                             "pairs; 0 leaves it out); both parts train. The default 8 h split as LibriSpeech's")
+    parser.add_argument("--train-utterances", type=int,
+                        help="utterances in train-clean-100 instead of hours, and no train-clean-360 (tests)")
     parser.add_argument("--dev-minutes", type=float, default=8.0, help="minutes of dev-clean")
     parser.add_argument("--test-minutes", type=float, default=15.0, help="minutes of test-clean")
     parser.add_argument("--eval-utterances", type=int, help="dev/test utterances instead of minutes (tests)")
@@ -67,10 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     gen_args = ["--out", str(args.work_dir / "corpus"), "--seed", str(args.seed), "--workers", str(args.workers),
                 "--long-form", "0", "--text-sources", args.text_sources, "--max-words", str(args.max_words),
                 "--utterance-seconds", args.utterance_seconds]
+    train_parts: tuple[str, ...] = ("train-clean-100",)
     if args.train_utterances:
         gen_args += ["--train-utterances", str(args.train_utterances)]
     else:
         gen_args += ["--train-hours", str(args.train_hours)]
+        if args.train_360_hours > 0:
+            gen_args += ["--train-360-hours", str(args.train_360_hours)]
+            train_parts += ("train-clean-360",)
     if args.eval_utterances:
         gen_args += ["--dev-utterances", str(args.eval_utterances), "--test-utterances", str(args.eval_utterances)]
     else:
@@ -84,14 +97,15 @@ def main(argv: list[str] | None = None) -> None:
         timings["generate"] = time.time() - start
         start = time.time()
         prepare(PrepareConfig(output_dir=prepared, corpus_dir=args.work_dir / "corpus",
-                              parts=("train-clean-100", "dev-clean", "test-clean"), vocab_size=vocab,
+                              parts=(*train_parts, "dev-clean", "test-clean"), vocab_size=vocab,
                               num_jobs=args.workers))
         timings["prepare"] = time.time() - start
     else:
         train_hours = _train_hours(args.work_dir / "corpus")
 
     config = apply_overrides(config, {"exp_dir": str(args.exp_dir), "max_minutes": args.max_minutes,
-                                      "data": {"data_dir": str(prepared), "vocab_size": vocab}})
+                                      "data": {"data_dir": str(prepared), "vocab_size": vocab,
+                                               "train_parts": list(train_parts)}})
     checkpoint = Path(config.exp_dir) / "final.pt"
     if "train" in stages:
         start = time.time()

@@ -199,3 +199,24 @@ def test_utterance_length_follows_the_configured_spread():
     assert mean(short) < 0.6 * mean(default)
     # a follower is added only while the estimate stays within the upper end
     assert all(u.estimated_seconds <= 6.0 for u in short if " " in u.text and len(u.spoken.split(". ")) > 1)
+
+
+def test_train_clean_360_walks_on_from_where_train_clean_100_stopped():
+    from recipes.synthetic.generate import _sentence_order
+    from recipes.synthetic.text import to_phrases
+
+    phrases = to_phrases(split_sentences(load_sentences(), seed=0).train, 12)
+    alone = plan_split("train-clean-100", 0, 300, phrases, seed=0, spread=(1.0, 6.0))
+    walked = plan_split("train-clean-100", 0, 300, phrases, seed=0, spread=(1.0, 6.0),
+                        walk=("train-clean-100", 0))
+    assert [u.text for u in walked] == [u.text for u in alone]  # a part walking alone is unchanged
+    after = plan_split("train-clean-360", 0, 300, phrases, seed=0, spread=(1.0, 6.0),
+                       walk=("train-clean-100", 300))
+    walk = _sentence_order(0, "train-clean-100", 0, len(phrases))
+    # each utterance opens with the next sentence of train-clean-100's walk, so none opens with one
+    # that train-clean-100 already opened with
+    assert all(u.text.startswith(phrases[walk[300 + i]].text) for i, u in enumerate(after))
+    assert all(u.text.startswith(phrases[walk[i]].text) for i, u in enumerate(alone))
+    own = plan_split("train-clean-360", 0, 300, phrases, seed=0, spread=(1.0, 6.0))
+    assert [u.text for u in own] != [u.text for u in after]
+    assert {u.speaker.split for u in after} == {"train-clean-360"}
