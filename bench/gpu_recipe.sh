@@ -27,7 +27,7 @@ for phase in $phases; do
     medium)
       python3 -m recipes.synthetic.run --work-dir "$MEDIUM_DATA" --exp-dir "$MEDIUM_EXP" \
         --config recipes/librispeech/conf/gpu-medium.yaml --config recipes/librispeech/conf/matryoshka.yaml \
-        --set data.train_parts=[train-clean-100] --set data.vocab_size=256 --set data.max_duration=300 \
+        --set data.vocab_size=256 --set data.max_duration=300 \
         --set data.num_workers=4 --set 'model.encoder.merge.layers=[4,8]' $MEDIUM_SET \
         $MEDIUM_CORPUS --workers "$WORKERS" --max-minutes "$MINUTES" --stages data,train,decode
       python3 -m asr.evaluate --checkpoint "$MEDIUM_EXP/final.pt" --data-dir "$MEDIUM_DATA/prepared" \

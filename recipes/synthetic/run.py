@@ -1,8 +1,8 @@
 """The whole recipe on the synthetic corpus, one command: generate -> prepare -> train -> decode.
 
     python -m recipes.synthetic.run                      # 8 h Austen corpus, cpu-small model, ~43 min on 2 cores
-    python -m recipes.synthetic.run --train-hours 22 --train-360-hours 78 \
-        --config recipes/librispeech/conf/gpu-medium.yaml  # 100 h, split as LibriSpeech's 100 and 360
+    # 100 h, split as LibriSpeech's 100 and 360, with the GPU config:
+    python -m recipes.synthetic.run --train-hours 22 --train-360-hours 78 --config recipes/librispeech/conf/gpu-medium.yaml
 
 The 8 h are split between train-clean-100 (1.75 h, 251 speakers) and train-clean-360 (6.25 h, 921
 speakers), as LibriSpeech splits its 460 clean hours, so training hears 1,172 speakers.
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="training config (YAML); repeatable, a later file overriding an earlier one "
                              "(default: recipes/librispeech/conf/cpu-small.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override one training config field (repeatable)")
+                        help="override one training config field (repeatable); data.data_dir and "
+                             "data.train_parts follow from --work-dir and the corpus flags")
     parser.add_argument("--train-hours", type=float, default=1.75,
                         help="hours of synthetic training speech in train-clean-100 (251 speakers)")
     parser.add_argument("--train-360-hours", type=float, default=6.25,
