@@ -6,6 +6,15 @@ with speed ratios against the finest granularity measured in the same run.
 
     python -m bench.merging ... --device cuda --batch-sizes 1 64
 
+    python -m bench.merging --random-model --chunks -1 8 --max-utterances 60
+
+--random-model times a randomly initialised model of the GPU recipe's size (gpu-medium, 12 blocks,
+merge modules after blocks 4 and 8, the Matryoshka ratios) instead of a checkpoint: how merging
+scales when most of the encoder's compute comes after the merge points. Ratio merging drops the
+same number of tokens whatever the weights, so its encoder timings are those of a trained model of
+that size; its WER is meaningless (shown as n/a) and its joiner + search time depends on how many
+symbols random weights emit, so compare the encoder columns.
+
 Greedy search. Batch 1 decodes every utterance alone, as a lone live stream is served; batch B
 decodes B utterances side by side (sorted by length, padded), as the server batches streams.
 Streaming feeds the encoder one chunk at a time with its state, exactly as the recognizer does, and
@@ -16,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -28,9 +39,12 @@ from asr.data.datamodule import load_cuts
 from asr.decoding import GreedySearch, StreamingDecoder
 from asr.evaluate import score
 from asr.model.conformer import SUBSAMPLING_FACTOR
+from bench.load import random_checkpoint
 from bench.report import machine, record
 
 log = logging.getLogger("bench.merging")
+RANDOM_CONFIGS = ["recipes/librispeech/conf/gpu-medium.yaml", "recipes/librispeech/conf/matryoshka.yaml"]
+RANDOM_OVERRIDES = ["model.encoder.merge.layers=[4,8]"]
 
 
 @dataclass
@@ -90,7 +104,10 @@ def decode_batch(model, feats: list[torch.Tensor], granularity: str, chunk: int,
 
 def main(argv: list[str] | None = None) -> list[list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a serving checkpoint with named granularities")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a serving checkpoint with named granularities")
+    source.add_argument("--random-model", action="store_true",
+                        help="a random gpu-medium model with Matryoshka merging after blocks 4 and 8 (timing only)")
     parser.add_argument("--data-dir", default="data/synthetic/prepared", help="prepared data (recipe output)")
     parser.add_argument("--part", default="test-clean", help="test set to decode")
     parser.add_argument("--chunks", nargs="+", type=int, default=[-1, 8, 16],
@@ -107,12 +124,18 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    ckpt = load_checkpoint(args.checkpoint, device)
-    model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
-    granularities = list(model.encoder.granularities)
     cuts = list(load_cuts(DataConfig(data_dir=args.data_dir), (args.part,)))
     if args.max_utterances:
         cuts = cuts[: args.max_utterances]
+    checkpoint = args.checkpoint
+    if args.random_model:
+        checkpoint = str(Path(tempfile.mkdtemp(prefix="bench-merging-")) / "random-medium.pt")
+        params = random_checkpoint(Path(checkpoint), [s.text for c in cuts for s in c.supervisions], RANDOM_CONFIGS,
+                                   RANDOM_OVERRIDES)
+        log.info("random model: %.1fM parameters, merge modules after blocks 4 and 8", params)
+    ckpt = load_checkpoint(checkpoint, device)
+    model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
+    granularities = list(model.encoder.granularities)
     cuts.sort(key=lambda c: c.duration)  # batches of similar lengths, as a length-bucketing server would
     utterances = [(torch.from_numpy(c.load_features()), " ".join(s.text for s in c.supervisions).split()) for c in cuts]
     audio_seconds = sum(c.duration for c in cuts)
@@ -136,7 +159,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
                 base = results[(batch_size, mode, granularities[0])]
                 total = (totals.encoder + totals.search) / audio_seconds
                 speedup = (base.encoder + base.search) / max(1e-9, totals.encoder + totals.search)
-                row = [name, mode, str(batch_size), f"{100 * totals.kept:.1f}%", f"{totals.wer:.2f}",
+                wer = "n/a" if args.random_model else f"{totals.wer:.2f}"
+                row = [name, mode, str(batch_size), f"{100 * totals.kept:.1f}%", wer,
                        f"{totals.encoder / audio_seconds:.4f}", f"{totals.search / audio_seconds:.4f}",
                        f"{total:.4f}", f"{base.encoder / max(1e-9, totals.encoder):.2f}x", f"{speedup:.2f}x"]
                 rows.append(row)
@@ -150,7 +174,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     if not args.no_record:
         note = (f"Per granularity: encoder tokens kept, WER and compute seconds per second of audio, greedy; "
                 f"speed-ups against `{granularities[0]}` in the same run. Test set: {args.part}, "
-                f"{len(cuts)} utterances, {audio_seconds / 60:.1f} min; checkpoint {args.checkpoint}; {machine()}.")
+                f"{len(cuts)} utterances, {audio_seconds / 60:.1f} min; checkpoint {checkpoint}; {machine()}.")
         record("Token merging: granularity trade-off", columns, rows, note)
     return rows
 

@@ -32,7 +32,10 @@ class Decoder(nn.Module):
         """
         h = self.embedding(tokens)  # (B, N, D)
         if self.conv is not None:
-            h = self.conv(h.transpose(1, 2)).transpose(1, 2)
+            # The depthwise conv written out: a greedy search calls this once per emitted token on
+            # a (N, D, 2) input, where a conv1d call costs 10x these two ops on CPU.
+            windows = h.unfold(1, self.context_size, 1)  # (B, N - K + 1, D, K)
+            h = (windows * self.conv.weight[:, 0]).sum(-1)
         return F.relu(h)
 
     def training_input(self, targets: Tensor) -> Tensor:

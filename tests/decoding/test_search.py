@@ -84,6 +84,26 @@ def test_greedy_emits_at_most_max_symbols_per_frame(model):
     assert counts.max() <= 2
 
 
+@pytest.mark.parametrize("blank_bias", [0.0, -30.0], ids=["random", "blank-never-wins"])
+def test_windowed_greedy_equals_frame_by_frame_greedy(blank_bias):
+    """window=1 is the textbook loop (one joiner call per frame); a window of frames gives the same
+    tokens, frames and scores, also when every frame spends its max_symbols_per_frame."""
+    torch.manual_seed(3)
+    model = Transducer(small_config(vocab_size=20)).eval()
+    x, lens = torch.randn(3, 200, 80), torch.tensor([200, 150, 61])
+    with torch.no_grad():
+        model.joiner.output.bias[model.blank_id] += blank_bias
+        enc = model.encoder(x, lens)
+        by_frame = decode(model, GreedySearch(window=1), enc.out, enc.out_lens)
+        windowed = decode(model, GreedySearch(window=16), enc.out, enc.out_lens)
+    assert any(h.tokens for h in by_frame), "a random model should emit something; the test would be vacuous"
+    for a, b, n in zip(by_frame, windowed, enc.out_lens.tolist()):
+        assert (a.tokens, a.frames, a.ends) == (b.tokens, b.frames, b.ends)
+        assert a.log_prob == pytest.approx(b.log_prob, abs=1e-3)
+        if blank_bias:
+            assert len(b.tokens) == 3 * n  # three per frame, then on to the next
+
+
 def test_unknown_decoding_method_lists_the_valid_ones():
     with pytest.raises(ValueError, match="greedy"):
         make_search("viterbi")

@@ -24,6 +24,16 @@ def test_loss_is_finite_and_every_parameter_gets_a_gradient():
     assert missing == []
 
 
+def test_decoder_context_is_a_depthwise_conv_over_the_last_tokens():
+    decoder = Transducer(small_config(vocab_size=20)).decoder
+    tokens = torch.randint(0, 20, (3, 7))
+    with torch.no_grad():
+        reference = torch.relu(decoder.conv(decoder.embedding(tokens).transpose(1, 2)).transpose(1, 2))
+        out = decoder(tokens)
+    assert out.shape == (3, 7 - decoder.context_size + 1, decoder.output_dim)
+    assert torch.allclose(out, reference, atol=1e-6)
+
+
 def test_warmup_weights_shift_from_simple_to_pruned_loss():
     model = Transducer(small_config(vocab_size=20)).eval()
     batch = _batch()
