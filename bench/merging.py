@@ -12,8 +12,10 @@ with speed ratios against the finest granularity measured in the same run.
 merge modules after blocks 4 and 8, the Matryoshka ratios) instead of a checkpoint: how merging
 scales when most of the encoder's compute comes after the merge points. Ratio merging drops the
 same number of tokens whatever the weights, so its encoder timings are those of a trained model of
-that size; its WER is meaningless (shown as n/a) and its joiner + search time depends on how many
-symbols random weights emit, so compare the encoder columns.
+that size. Its WER is meaningless (shown as n/a). So that its search does the work of a trained
+model's, the blank bias of its joiner is set per granularity (bisection, as bench/inference.py does)
+to emit one token per 4 encoder frames of audio at every granularity: the same transcript length
+however coarse the tokens are.
 
 Greedy search. Batch 1 decodes every utterance alone, as a lone live stream is served; batch B
 decodes B utterances side by side (sorted by length, padded), as the server batches streams.
@@ -29,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -36,9 +39,10 @@ from tqdm import tqdm
 from asr.checkpoint import load_checkpoint
 from asr.config import DataConfig
 from asr.data.datamodule import load_cuts
-from asr.decoding import GreedySearch, StreamingDecoder
+from asr.decoding import GreedySearch, StreamingDecoder, decode
 from asr.evaluate import score
 from asr.model.conformer import SUBSAMPLING_FACTOR
+from bench.inference import calibrate_blank_bias
 from bench.load import random_checkpoint
 from bench.report import machine, record
 
@@ -102,6 +106,25 @@ def decode_batch(model, feats: list[torch.Tensor], granularity: str, chunk: int,
     return [list(r.tokens) for r in decoder.results]
 
 
+def calibrate_random_model(model, cuts, granularities: list[str], tokens_per_frame: float = 0.25) -> dict[str, float]:
+    """Per granularity, the blank bias that makes a random model's greedy search emit
+    `tokens_per_frame` tokens per (unmerged) encoder frame on the longest test utterance."""
+    feats = torch.from_numpy(max(cuts, key=lambda c: c.duration).load_features())[None]
+
+    def run(model, feats):
+        enc = model.encoder(feats, torch.tensor([feats.shape[1]]), granularity=name)
+        return SimpleNamespace(tokens=len(decode(model, GreedySearch(), enc.out, enc.out_lens, enc.spans)[0].tokens))
+
+    biases, base = {}, float(model.joiner.output.bias.detach()[model.blank_id])
+    for name in granularities:
+        model.joiner.output.bias.data[model.blank_id] = base
+        calibrate_blank_bias(model, run, feats, tokens_per_frame)
+        biases[name] = float(model.joiner.output.bias.detach()[model.blank_id])
+    log.info("random model: blank bias per granularity for %.2f tokens per frame: %s", tokens_per_frame,
+             {k: round(v, 2) for k, v in biases.items()})
+    return biases
+
+
 def main(argv: list[str] | None = None) -> list[list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -136,6 +159,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     ckpt = load_checkpoint(checkpoint, device)
     model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
     granularities = list(model.encoder.granularities)
+    blank_bias = calibrate_random_model(model, cuts, granularities) if args.random_model else {}
     cuts.sort(key=lambda c: c.duration)  # batches of similar lengths, as a length-bucketing server would
     utterances = [(torch.from_numpy(c.load_features()), " ".join(s.text for s in c.supervisions).split()) for c in cuts]
     audio_seconds = sum(c.duration for c in cuts)
@@ -148,6 +172,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
         for chunk in args.chunks:
             mode = "offline" if chunk <= 0 else f"stream {chunk * 40} ms"
             for name in granularities:
+                if name in blank_bias:
+                    model.joiner.output.bias.data[model.blank_id] = blank_bias[name]
                 totals = Totals()
                 for batch in tqdm(batches, desc=f"batch {batch_size} {name} {mode}", leave=False):
                     hyps = decode_batch(model, [f for f, _ in batch], name, chunk, args.left_context, totals, device)

@@ -44,3 +44,4 @@ def test_random_model_times_the_gpu_recipe_size_without_a_wer(tmp_path):
     assert all(r[4] == "n/a" for r in rows)  # random weights: no word error rate to speak of
     kept = [float(r[3].rstrip("%")) for r in rows]
     assert kept[0] == 100.0 and kept == sorted(kept, reverse=True) and kept[-1] < 50.0
+
