@@ -17,7 +17,7 @@ import torch
 
 from asr.checkpoint import load_checkpoint
 from asr.config import EncoderConfig, ModelConfig
-from asr.decoding import StreamingDecoder, make_search
+from asr.decoding import GreedySearch, StreamingDecoder, make_search
 from asr.model import Transducer
 from bench.report import record
 
@@ -51,12 +51,18 @@ def calibrate_blank_bias(model: Transducer, run, feats: torch.Tensor, tokens_per
     bias[model.blank_id] = base + (low + high) / 2  # the bracket's centre, not the last probe
 
 
+def search_for(name: str):
+    """A search by name; "greedy-by-frame" is greedy search with one joiner call per frame (a window
+    of 1), the textbook loop that the default windowed greedy search replaces: same tokens."""
+    return GreedySearch(window=1) if name == "greedy-by-frame" else make_search(name)
+
+
 def run_offline(model, feats, search_name) -> Timing:
     lens = torch.tensor([feats.shape[1]])
     start = time.perf_counter()
     enc = model.encoder(feats, lens)
     middle = time.perf_counter()
-    decoder = StreamingDecoder(model, make_search(search_name), 1)
+    decoder = StreamingDecoder(model, search_for(search_name), 1)
     decoder.accept(enc.out, enc.out_lens)
     end = time.perf_counter()
     return Timing(middle - start, end - middle, len(decoder.results[0].tokens))
@@ -64,7 +70,7 @@ def run_offline(model, feats, search_name) -> Timing:
 
 def run_streaming(model, feats, search_name, chunk, left) -> Timing:
     state = model.encoder.init_state(1, left)
-    decoder = StreamingDecoder(model, make_search(search_name), 1)
+    decoder = StreamingDecoder(model, search_for(search_name), 1)
     encoder_time = search_time = 0.0
     step = 4 * chunk
     for begin in range(0, feats.shape[1], step):
@@ -87,8 +93,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=8, help="streaming chunk in encoder frames (8 = 320 ms)")
     parser.add_argument("--left", type=int, default=64, help="streaming left context in encoder frames")
-    parser.add_argument("--search", nargs="+", default=["greedy", "beam"], choices=["greedy", "beam"],
-                        help="search strategies to time on the same model")
+    parser.add_argument("--search", nargs="+", default=["greedy", "beam"],
+                        choices=["greedy", "beam", "greedy-by-frame"],
+                        help="search strategies to time on the same model (greedy-by-frame: one joiner call per "
+                             "frame, the loop the default greedy search replaces)")
     parser.add_argument("--tokens-per-frame", type=float, default=0.25, help="random model only, see above")
     parser.add_argument("--no-record", action="store_true", help="print only; do not touch BENCHMARKS.md")
     args = parser.parse_args(argv)
