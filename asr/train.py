@@ -24,6 +24,7 @@ from asr.checkpoint import save_checkpoint
 from asr.config import TrainConfig, apply_overrides, dotted_override, from_dict, to_dict
 from asr.data.datamodule import Batch, eval_dataloader, keep_trainable, load_cuts, train_dataloader
 from asr.data.layout import DataLayout
+from asr.model.conformer import grow_encoder
 from asr.model.moe import MoEFeedForward, upcycle_from_dense
 from asr.model.transducer import Transducer
 from asr.tokenizer import Tokenizer
@@ -141,7 +142,8 @@ class Trainer:
 
     def init_weights(self, path: Path) -> None:
         """Start from another model's weights (fine-tuning, e.g. adding token merging to a trained
-        model). Layers the source lacks (MoE experts, a CTC head) keep their initialisation."""
+        model). Layers the source lacks (MoE experts, a CTC head) keep their initialisation, except
+        extra encoder blocks on top of the source's, which start as identities (`grow_encoder`)."""
         from asr.checkpoint import load_checkpoint
 
         source = load_checkpoint(path, self.device)
@@ -153,14 +155,16 @@ class Trainer:
         if mismatched:
             raise ValueError(f"{path} does not fit this model: shapes differ for {mismatched[:4]}")
         result = self.model.load_state_dict(weights, strict=False)
+        grown = grow_encoder(self.model.encoder, source.model.encoder)
         upcycled = []
         for name, module in self.model.named_modules():  # MoE layers where the source had a dense one
             dense = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(f"{name}.net.")}
             if isinstance(module, MoEFeedForward) and dense and upcycle_from_dense(module, dense):
                 upcycled.append(name)
         log.info("initialised from %s: %d tensors loaded, %d new, %d of the source unused; %d MoE layers "
-                 "upcycled from dense feed-forwards", path, len(weights) - len(result.unexpected_keys),
-                 len(result.missing_keys), len(result.unexpected_keys), len(upcycled))
+                 "upcycled from dense feed-forwards; %d encoder blocks added as identities", path,
+                 len(weights) - len(result.unexpected_keys), len(result.missing_keys), len(result.unexpected_keys),
+                 len(upcycled), grown)
 
     # ---- training ----------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> dict | None:

@@ -187,3 +187,25 @@ def test_a_merging_model_fine_tunes_from_a_trained_one_and_logs_every_granularit
     other_bpe = _config(data_dir, tmp_path / "bad", init_from=str(tmp_path / "missing.pt"))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Trainer(other_bpe).init_weights(Path(other_bpe.init_from))
+
+
+def test_a_deeper_model_grows_from_a_trained_one_and_starts_where_it_left_off(data_dir, tmp_path):
+    """Extra encoder blocks start as identities: the grown model's output is the trained one's,
+    up to the re-normalisation of the new block's final norm."""
+    base = Trainer(_config(data_dir, tmp_path / "base", max_steps=4)).train()
+    source = load_checkpoint(base).model.eval()
+    depth = source.config.encoder.num_layers
+    config = _config(data_dir, tmp_path / "grown", max_steps=2, init_from=str(base))
+    config = apply_overrides(config, {"model": {"encoder": {"num_layers": depth + 1}}})
+    trainer = Trainer(config)
+    trainer.init_weights(base)
+    grown = trainer.model.eval()
+    x, lens = torch.randn(2, 120, 80), torch.tensor([120, 90])
+    with torch.no_grad():
+        before = source.encoder(x, lens).out
+        after = grown.encoder(x, lens).out
+        new_block = grown.encoder.layers[depth]
+        assert not new_block.ff1.net[4].weight.any() and not new_block.attn.out.weight.any()
+    # LayerNorm of an already normalised output is close to it, not equal: correlation, not equality
+    assert torch.nn.functional.cosine_similarity(before.flatten(), after.flatten(), dim=0) > 0.99  # a random new block: about 0.89
+    trainer.train()  # and it trains from there

@@ -300,6 +300,33 @@ def validate_merge_value(mode: str, value: float, name: str = "") -> None:
         raise ValueError(f"merge ratio{label} must be in [0, {MAX_RATIO}] (0 merges nothing), got {value}")
 
 
+def _output_layers(module: nn.Module) -> list[nn.Linear]:
+    """The linear layers that write a block branch's output into the residual stream."""
+    if isinstance(module, MoEFeedForward):
+        return [expert.down for expert in [*module.experts, *module.shared]]
+    if isinstance(module, FeedForward):
+        return [module.net[4]]
+    if isinstance(module, ConvModule):
+        return [module.pointwise_out]
+    return [module.out]  # SelfAttention
+
+
+@torch.no_grad()
+def grow_encoder(encoder: "ConformerEncoder", source: "ConformerEncoder") -> int:
+    """Start the blocks `encoder` has beyond `source`'s (a trained encoder whose weights it has just
+    loaded) as near-identities: every residual branch writes zeros and the final norm is the
+    source's last one. The deeper model then decodes almost as the trained one from step 0 (a merge
+    module in a new block can still merge). Returns the number of blocks added."""
+    added = list(encoder.layers)[len(source.layers):]
+    for block in added:
+        for branch in (block.ff1, block.attn, block.conv, block.ff2):
+            for layer in _output_layers(branch):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        block.final_norm.load_state_dict(source.layers[-1].final_norm.state_dict())
+    return len(added)
+
+
 class ConformerEncoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
