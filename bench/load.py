@@ -29,6 +29,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -67,8 +68,15 @@ def load_audio(audio_dir: Path, seconds: float, count: int) -> tuple[list[np.nda
     return recordings, texts
 
 
-def random_checkpoint(path: Path, texts: list[str], configs: list[str], overrides: list[str]) -> float:
-    """A randomly initialised model of the given configs, saved as a serving checkpoint; its size."""
+# The GPU recipe's model with Matryoshka merging after blocks 4 and 8 (as bench/gpu_recipe.sh trains it).
+MEDIUM_CONFIGS = ("recipes/librispeech/conf/gpu-medium.yaml", "recipes/librispeech/conf/matryoshka.yaml")
+MEDIUM_OVERRIDES = ("model.encoder.merge.layers=[4,8]",)
+
+
+def random_checkpoint(path: Path, texts: list[str], configs: Sequence[str] = MEDIUM_CONFIGS,
+                      overrides: Sequence[str] = MEDIUM_OVERRIDES) -> float:
+    """A randomly initialised model of the given configs (default: gpu-medium with Matryoshka
+    merging), saved as a serving checkpoint; its size in millions of parameters."""
     import torch
 
     from asr.checkpoint import save_checkpoint
@@ -77,7 +85,7 @@ def random_checkpoint(path: Path, texts: list[str], configs: list[str], override
     from asr.train import load_config
 
     tokenizer = train_tokenizer(texts or ["HELLO WORLD"], vocab_size=256 if len(texts) > 50 else 30)
-    config = load_config(configs, [*overrides, f"model.vocab_size={tokenizer.vocab_size}"])
+    config = load_config(list(configs), [*overrides, f"model.vocab_size={tokenizer.vocab_size}"])
     torch.manual_seed(0)
     model = Transducer(config.model).eval()
     save_checkpoint(path, model, tokenizer)
@@ -178,9 +186,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     workdir = Path(tempfile.mkdtemp(prefix="asr-load-"))
     checkpoint = Path(args.model) if args.model else workdir / "random-medium.pt"
     if not args.model:
-        params = random_checkpoint(checkpoint, texts, ["recipes/librispeech/conf/gpu-medium.yaml",
-                                                       "recipes/librispeech/conf/matryoshka.yaml"],
-                                   ["model.encoder.merge.layers=[4,8]"])
+        params = random_checkpoint(checkpoint, texts)
         model_name = f"random gpu-medium + matryoshka ({params:.1f}M)"
     else:
         model_name = args.model

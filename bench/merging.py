@@ -47,8 +47,6 @@ from bench.load import random_checkpoint
 from bench.report import machine, record
 
 log = logging.getLogger("bench.merging")
-RANDOM_CONFIGS = ["recipes/librispeech/conf/gpu-medium.yaml", "recipes/librispeech/conf/matryoshka.yaml"]
-RANDOM_OVERRIDES = ["model.encoder.merge.layers=[4,8]"]
 
 
 @dataclass
@@ -153,8 +151,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     checkpoint = args.checkpoint
     if args.random_model:
         checkpoint = str(Path(tempfile.mkdtemp(prefix="bench-merging-")) / "random-medium.pt")
-        params = random_checkpoint(Path(checkpoint), [s.text for c in cuts for s in c.supervisions], RANDOM_CONFIGS,
-                                   RANDOM_OVERRIDES)
+        params = random_checkpoint(Path(checkpoint), [s.text for c in cuts for s in c.supervisions])
         log.info("random model: %.1fM parameters, merge modules after blocks 4 and 8", params)
     ckpt = load_checkpoint(checkpoint, device)
     model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
