@@ -107,10 +107,11 @@ def decode_batch(model, feats: list[torch.Tensor], granularity: str, chunk: int,
 def calibrate_random_model(model, cuts, granularities: list[str], tokens_per_frame: float = 0.25) -> dict[str, float]:
     """Per granularity, the blank bias that makes a random model's greedy search emit
     `tokens_per_frame` tokens per (unmerged) encoder frame on the longest test utterance."""
-    feats = torch.from_numpy(max(cuts, key=lambda c: c.duration).load_features())[None]
+    device = next(model.parameters()).device
+    feats = torch.from_numpy(max(cuts, key=lambda c: c.duration).load_features())[None].to(device)
 
     def run(model, feats):
-        enc = model.encoder(feats, torch.tensor([feats.shape[1]]), granularity=name)
+        enc = model.encoder(feats, torch.tensor([feats.shape[1]], device=device), granularity=name)
         return SimpleNamespace(tokens=len(decode(model, GreedySearch(), enc.out, enc.out_lens, enc.spans)[0].tokens))
 
     biases, base = {}, float(model.joiner.output.bias.detach()[model.blank_id])

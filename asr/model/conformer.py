@@ -249,9 +249,12 @@ class ConformerBlock(nn.Module):
             chosen = select_pairs(similarity, pair_ok, budget=budget, group=group)
         else:
             chosen = select_pairs(similarity, pair_ok, threshold=ctx.merge_values)
-        if not bool(chosen.any()):
+        merged = chosen.sum(1)
+        # one read from the device per merge module: whether anything merged, and the new width
+        num_merged, width = torch.stack([merged.sum(), (tokens.lens - merged).max()]).tolist()
+        if num_merged == 0:
             return x, tokens
-        x, lens, start, size = merge_tokens(x, tokens.lens, tokens.start, tokens.size, chosen)
+        x, lens, start, size = merge_tokens(x, tokens.lens, tokens.start, tokens.size, chosen, width)
         return x, Tokens(lens, start, size)
 
 

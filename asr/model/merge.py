@@ -18,7 +18,6 @@ context: streaming equals the offline pass under the same chunk mask.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -53,39 +52,65 @@ def select_pairs(
     """Non-overlapping adjacent pairs to merge, most similar first.
 
     similarity, pair_ok: (B, P). threshold: (B,) pairs must exceed it. budget: (B, G) merges
-    allowed per group, with group: (B, P) long in [0, G) the group of every pair. Returns (B, P)
-    bool; no two chosen pairs share a token.
+    allowed per group, with group: (B, P) long in [0, G) the group of every pair; two pairs that
+    share a token must be in the same group (groups are runs of whole chunks). Returns (B, P) bool;
+    no two chosen pairs share a token.
 
-    Greedy in descending similarity: a pair is taken unless a token of it is already taken or its
-    group's budget is spent. Selection is discrete (no gradient flows through it) and tiny (a
-    chunk holds a handful of pairs), so it runs on the host in one pass: on a GPU that is one
-    copy, where a vectorised version needs several rounds of small kernels and a sync per round.
+    The result is that of the greedy pass: in descending similarity (ties: leftmost first) a pair
+    is taken unless a token of it is already taken or its group's budget is spent. It is computed
+    without that sequential loop, in a fixed number of tensor operations and no host sync, so on a
+    GPU it stays on the device and in the launch queue:
+    - Without budgets, pairs form a path in which each pair conflicts with its two neighbours. A
+      pair that beats both available neighbours (a peak) is taken. A pair beaten by one neighbour
+      only is decided when that neighbour is: taken iff that neighbour is not. Along a monotone run
+      away from a peak the answer alternates, so it is taken iff its distance to the run's peak is
+      even. A pair beaten by both (a valley) is taken iff neither neighbour is.
+    - A budget only cuts the greedy pass short, and pairs of different groups never conflict, so
+      the budgeted result is the `budget` most similar pairs of each group's unbudgeted result.
     """
-    sim = similarity.detach().float().cpu().numpy()
-    available = pair_ok.detach().cpu().numpy().copy()
+    batch, num = similarity.shape
+    if num == 0:
+        return pair_ok.clone()
+    device = similarity.device
+    sim = similarity.detach().float()
+    avail = pair_ok.clone()
     if threshold is not None:
-        available &= sim > threshold.detach().float().cpu().numpy()[:, None]
-    chosen = np.zeros_like(available)
-    remaining = budget.detach().cpu().numpy().copy() if budget is not None else None
-    groups = (group.detach().cpu().numpy() if group is not None else np.zeros(sim.shape, dtype=np.int64)) \
-        if budget is not None else None
-    for row in range(sim.shape[0]):
-        candidates = np.flatnonzero(available[row])
-        if candidates.size == 0:
-            continue
-        order = candidates[np.argsort(-sim[row, candidates], kind="stable")]  # ties: leftmost first
-        used = np.zeros(sim.shape[1] + 1, dtype=bool)  # token i is in a chosen pair
-        for pair in order.tolist():
-            if used[pair] or used[pair + 1]:
-                continue
-            if remaining is not None:
-                g = groups[row, pair]
-                if remaining[row, g] <= 0:
-                    continue
-                remaining[row, g] -= 1
-            used[pair] = used[pair + 1] = True
-            chosen[row, pair] = True
-    return torch.from_numpy(chosen).to(similarity.device)
+        avail &= sim > threshold.detach().float()[:, None]
+    false = torch.zeros(batch, 1, dtype=torch.bool, device=device)
+    left_av = torch.cat([false, avail[:, :-1]], 1)  # the pair to the left exists and is available
+    right_av = torch.cat([avail[:, 1:], false], 1)
+    left_sim = F.pad(sim[:, :-1], (1, 0))
+    right_sim = F.pad(sim[:, 1:], (0, 1))
+    beats_left = ~left_av | (sim > left_sim)  # ties go to the left pair
+    beats_right = ~right_av | (sim >= right_sim)
+    peak = avail & beats_left & beats_right
+    up_right = avail & beats_left & ~beats_right  # beaten by its right neighbour only
+    up_left = avail & ~beats_left & beats_right
+    valley = avail & ~beats_left & ~beats_right
+    index = torch.arange(num, device=device).expand(batch, num)
+    # distance to the peak: a run of up_right pairs ends at the first pair on its right that is not
+    peak_right = torch.where(up_right, num, index).flip(1).cummin(1).values.flip(1)
+    peak_left = torch.where(up_left, -1, index).cummax(1).values
+    taken = peak | up_right & ((peak_right - index) % 2 == 0) | up_left & ((index - peak_left) % 2 == 0)
+    left_taken = torch.cat([false, taken[:, :-1]], 1)
+    right_taken = torch.cat([taken[:, 1:], false], 1)
+    taken = taken | valley & ~left_taken & ~right_taken
+    if budget is None:
+        return taken
+    # rank every taken pair within its group by (similarity desc, position asc); keep rank < budget
+    num_groups = budget.shape[1]
+    group = group if group is not None else torch.zeros_like(index)
+    key_group = torch.where(taken, group, num_groups)  # pairs not taken sort after every group
+    order = torch.sort(torch.where(taken, sim, -2.0), dim=1, descending=True, stable=True).indices
+    order = order.gather(1, torch.sort(key_group.gather(1, order), dim=1, stable=True).indices)
+    sorted_group = key_group.gather(1, order)
+    counts = torch.zeros(batch, num_groups + 1, dtype=torch.long, device=device).scatter_add_(
+        1, key_group, torch.ones_like(key_group))
+    group_first = counts.cumsum(1) - counts  # position of each group's first pair in the sort
+    rank = index - group_first.gather(1, sorted_group)
+    allowed = F.pad(budget.long(), (0, 1)).gather(1, sorted_group)  # the spare group allows nothing
+    keep_sorted = (rank < allowed) & (sorted_group < num_groups)
+    return torch.zeros_like(taken).scatter(1, order, keep_sorted)
 
 
 def ratio_budget(lens: Tensor, start: Tensor, chunk_size: int, ratio: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,7 +126,7 @@ def ratio_budget(lens: Tensor, start: Tensor, chunk_size: int, ratio: Tensor) ->
         token_group = (chunk - chunk[:, :1]).clamp(min=0).masked_fill(~real, 0)
     else:
         token_group = torch.zeros_like(start)
-    num_groups = int(token_group.max()) + 1 if num else 1
+    num_groups = max(num, 1)  # an upper bound, known without reading the device
     counts = torch.zeros(start.shape[0], num_groups, dtype=torch.long, device=start.device)
     counts.scatter_add_(1, token_group, real.long())
     budget = torch.floor(counts.to(torch.float64) * ratio.to(torch.float64)[:, None] + 0.5).long()
@@ -109,11 +134,12 @@ def ratio_budget(lens: Tensor, start: Tensor, chunk_size: int, ratio: Tensor) ->
 
 
 def merge_tokens(
-    x: Tensor, lens: Tensor, start: Tensor, size: Tensor, chosen: Tensor
+    x: Tensor, lens: Tensor, start: Tensor, size: Tensor, chosen: Tensor, width: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Merge every chosen pair (i, i+1) into one token: the size-weighted mean of the two.
 
     x: (B, T, D); lens: (B,); start, size: (B, T) long; chosen: (B, T-1) bool, non-overlapping.
+    width: the longest row after merging when the caller already read it from the device.
     Returns x', lens', start', size' with tokens packed to the left and zero padding.
     """
     batch, num, dim = x.shape
@@ -121,7 +147,8 @@ def merge_tokens(
     absorbed = F.pad(chosen, (1, 0)) & real  # token j joins token j-1
     keep = real & ~absorbed
     new_lens = keep.sum(1)
-    width = int(new_lens.max()) if batch else 0
+    if width is None:
+        width = int(new_lens.max()) if batch else 0
     # An absorbed token has the same running count as its left partner: same new index.
     index = torch.where(real, keep.long().cumsum(1) - 1, torch.full_like(start, width))  # padding -> spare slot
     weight = size.to(x.dtype).masked_fill(~real, 0)

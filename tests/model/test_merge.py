@@ -85,6 +85,51 @@ def test_selection_is_greedy_by_similarity_within_each_chunk_budget():
             assert blockers or spent, (b, p)
 
 
+def _greedy_reference(similarity, ok, threshold=None, budget=None, group=None):
+    """The sequential definition select_pairs must reproduce: pairs in descending similarity
+    (ties: leftmost first), each taken unless it touches a taken pair or its group's budget is spent."""
+    chosen = torch.zeros_like(ok)
+    for b in range(similarity.shape[0]):
+        left = budget[b].tolist() if budget is not None else None
+        used = set()
+        for p in sorted(range(similarity.shape[1]), key=lambda q: (-float(similarity[b, q]), q)):
+            if not ok[b, p] or (threshold is not None and not similarity[b, p] > threshold[b]):
+                continue
+            if p in used or p + 1 in used:
+                continue
+            if left is not None:
+                if left[group[b, p]] <= 0:
+                    continue
+                left[group[b, p]] -= 1
+            used |= {p, p + 1}
+            chosen[b, p] = True
+    return chosen
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selection_equals_the_sequential_greedy_pass(seed):
+    """select_pairs is computed without a loop over pairs (peaks, monotone runs and valleys of the
+    similarity path); it must give exactly the greedy result, ties, padding, chunk boundaries,
+    thresholds and budgets included."""
+    g = torch.Generator().manual_seed(seed)
+    batch, num, chunk = 5, 41, [0, 8, 3][seed % 3]
+    lens = torch.tensor([41, 30, 9, 2, 0])
+    start = torch.arange(num).expand(batch, -1).clone()
+    # few distinct values: many ties; seed 5 is strictly monotone (one long run)
+    similarity = (torch.randint(0, 6 if seed % 2 else 40, (batch, num - 1), generator=g) / 5.0 - 1.0)
+    if seed == 5:
+        similarity = torch.linspace(-1, 1, num - 1).expand(batch, -1).clone()
+        similarity[1] = similarity[1].flip(0)
+    ok = mergeable_pairs(lens, start, chunk)
+    threshold = torch.rand(batch, generator=g) - 0.5
+    assert torch.equal(select_pairs(similarity, ok, threshold=threshold),
+                       _greedy_reference(similarity, ok, threshold=threshold))
+    for ratio in (0.1, 0.25, 0.4, 0.5):
+        budget, group = ratio_budget(lens, start, chunk, torch.full((batch,), ratio))
+        assert torch.equal(select_pairs(similarity, ok, budget=budget, group=group),
+                           _greedy_reference(similarity, ok, budget=budget, group=group)), ratio
+
+
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 1 / 3])
 def test_ratio_merges_exactly_round_ratio_times_tokens_per_chunk(ratio):
     torch.manual_seed(2)
