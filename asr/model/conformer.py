@@ -487,8 +487,11 @@ class ConformerEncoder(nn.Module):
                 if merged is not tokens:
                     tokens, layout = merged, None
                     rotary = self.rotary(tokens.positions(), h.dtype)
-                elif streaming and i >= self.first_merge:
-                    layout = None  # later blocks cache merged tokens: each has its own layout
+                elif streaming and self.layers[i].merges:
+                    # the next block caches this block's output (merged in earlier chunks), not its
+                    # input; blocks without a merge module pass their input tokens on unchanged, so
+                    # their successors' caches hold the same tokens and share one layout
+                    layout = None
         new_state = EncoderState(state.subsampling, new_layers, state.num_frames + frame_lens) if streaming else None
         return EncoderOutput(h, tokens.lens, new_state, tokens.start, tokens.size,
                              torch.stack(balance).mean() if balance else None)

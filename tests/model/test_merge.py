@@ -183,9 +183,10 @@ def test_threshold_one_and_ratio_zero_merge_nothing():
 
 
 @pytest.mark.parametrize("mode", ["ratio", "threshold"])
-@pytest.mark.parametrize("chunk,left", [(4, 8), (8, 16), (2, 4)])
-def test_streaming_equals_offline_with_merging(mode, chunk, left):
-    encoder = _model(mode).encoder
+@pytest.mark.parametrize("chunk,left,layers", [(4, 8, (1, 2)), (8, 16, (1, 2)), (2, 4, (1, 2)), (4, 8, (0,))])
+def test_streaming_equals_offline_with_merging(mode, chunk, left, layers):
+    """(0,): three blocks after the only merge module, whose caches share one key layout."""
+    encoder = _model(mode, layers=layers).encoder
     x, lens = torch.randn(3, 200, 80), torch.tensor([200, 150, 77])
     full = encoder(x, lens, chunk_size=chunk, left_context=left, granularity="coarse")
     outs, state = _stream(encoder, x, lens, chunk, left, "coarse")
