@@ -218,7 +218,7 @@ class ConformerBlock(nn.Module):
         attn, key, value, raw_key = self.attn(self.attn_norm(x), rotary, layout.mask, cache_key, cache_value,
                                               layout.bias)
         x = x + self.attn_dropout(attn)
-        if self.merges and ctx.merge_values is not None and x.shape[1] > 1:
+        if self.merges and ctx.merge_values is not None and x.shape[1] > 1 and x.shape[0] > 0:
             x, tokens = self.merge(x, tokens, raw_key.mean(1), ctx)
         conv, conv_cache = self.conv(x, tokens.lens, cache.conv)
         x = x + conv
