@@ -49,6 +49,11 @@ class MergeConfig:
     loss_weights: tuple[float, ...] = (1.0,)  # Matryoshka training weight of each granularity
     proportional_attention: bool = True  # add log(token size) to attention logits of merged keys
 
+    def merges(self, granularity: str) -> bool:
+        """Whether this granularity merges any tokens (a ratio above 0, a threshold below 1)."""
+        value = self.values[self.granularities.index(granularity)]
+        return bool(self.layers) and (value > 0.0 if self.mode == "ratio" else value < 1.0)
+
 
 @dataclass(frozen=True)
 class MoEConfig:
@@ -105,6 +110,9 @@ class LossConfig:
     am_only_scale: float = 0.0  # smoothing of the simple loss (k2's am_only_scale)
     warmup_steps: int = 2000  # steps over which the pruned loss weight rises from 0.1 to 1
     ctc_scale: float = 0.0  # weight of the optional CTC head (0 = no CTC head)
+    # Also train the CTC head on granularities that merge tokens. CTC needs a frame per token (two for
+    # a repeat); coarse granularities come close to that, and the loss then forces one alignment.
+    ctc_on_merged: bool = True
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,13 @@ class Transducer(nn.Module):
         # The trivial joiner of the simple loss: am + lm logits, which also yields pruning bounds.
         self.simple_am_proj = nn.Linear(self.encoder.output_dim, config.vocab_size)
         self.simple_lm_proj = nn.Linear(self.decoder.output_dim, config.vocab_size)
-        self.ctc_output = nn.Linear(self.encoder.output_dim, config.vocab_size) if config.loss.ctc_scale > 0 else None
+        merge = config.encoder.merge
+        # a CTC head only where some trained granularity uses it (an unused head would upset DDP)
+        ctc_used = config.loss.ctc_on_merged or not merge.layers or any(
+            not merge.merges(n) for n, w in zip(merge.granularities, merge.loss_weights) if w > 0)
+        self.ctc_output = (
+            nn.Linear(self.encoder.output_dim, config.vocab_size) if config.loss.ctc_scale > 0 and ctc_used else None
+        )
 
     @property
     def blank_id(self) -> int:
@@ -59,14 +65,15 @@ class Transducer(nn.Module):
         # Matryoshka: every granularity with a weight, sharing the blocks before the first merge.
         weights = {n: w for n, w in zip(merge.granularities, merge.loss_weights) if w > 0}
         outputs = self.encoder.forward_granularities(features, feature_lens, list(weights), chunk_size, left_context)
-        parts = {name: self.losses(out, targets, target_lens, step) for name, out in outputs.items()}
-        total_weight = sum(weights.values())
+        ctc = {n: self.config.loss.ctc_on_merged or not merge.merges(n) for n in outputs}
+        parts = {name: self.losses(out, targets, target_lens, step, ctc[name]) for name, out in outputs.items()}
 
         def mix(get):
-            values = [get(p) for p in parts.values()]
-            if any(v is None for v in values):
+            """Weighted mean over the granularities that have this term (CTC may skip merged ones)."""
+            present = {n: get(p) for n, p in parts.items() if get(p) is not None}
+            if not present:
                 return None
-            return sum(weights[n] * v for n, v in zip(parts, values)) / total_weight
+            return sum(weights[n] * v for n, v in present.items()) / sum(weights[n] for n in present)
 
         first = next(iter(parts.values()))
         return TransducerLoss(
@@ -76,7 +83,9 @@ class Transducer(nn.Module):
             {n: float(out.out_lens.sum()) / max(1, first.num_frames) for n, out in outputs.items()},
         )
 
-    def losses(self, enc: EncoderOutput, targets: Tensor, target_lens: Tensor, step: int) -> TransducerLoss:
+    def losses(
+        self, enc: EncoderOutput, targets: Tensor, target_lens: Tensor, step: int, ctc: bool = True
+    ) -> TransducerLoss:
         cfg = self.config.loss
         blank = self.blank_id
         dec = self.decoder(self.decoder.training_input(targets))  # (B, S + 1, Dd)
@@ -96,18 +105,18 @@ class Transducer(nn.Module):
         simple, pruned = out.simple, out.pruned
         simple_weight, pruned_weight = loss_scales(step, cfg.warmup_steps, cfg.simple_scale)
         total = simple_weight * simple + pruned_weight * pruned
-        ctc = None
-        if self.ctc_output is not None:
+        ctc_loss = None
+        if self.ctc_output is not None and ctc:
             log_probs = self.ctc_output(enc.out).log_softmax(-1).transpose(0, 1)  # (T, B, V)
-            ctc = F.ctc_loss(log_probs, targets, enc.out_lens, target_lens, blank=blank, reduction="sum",
-                             zero_infinity=True)
-            total = total + cfg.ctc_scale * ctc
+            ctc_loss = F.ctc_loss(log_probs, targets, enc.out_lens, target_lens, blank=blank, reduction="sum",
+                                  zero_infinity=True)
+            total = total + cfg.ctc_scale * ctc_loss
         frames = int(enc.frame_lens.sum())
         balance = enc.balance_loss
         if balance is not None:
             # per frame like the other terms, so its scale does not depend on the batch size
             total = total + self.config.encoder.moe.balance_scale * balance * frames
-        return TransducerLoss(total, simple, pruned, ctc, frames, balance)
+        return TransducerLoss(total, simple, pruned, ctc_loss, frames, balance)
 
     def validate_batch(self, features: Tensor, feature_lens: Tensor, targets: Tensor, target_lens: Tensor) -> None:
         """Clear errors for malformed batches before any compute, not an index error deep inside."""

@@ -256,6 +256,35 @@ def test_matryoshka_loss_trains_every_granularity_and_gradients_reach_merged_lay
         assert last.ff2.shared[0].up.weight.grad.abs().sum() > 0
 
 
+def test_ctc_can_be_left_to_the_granularities_that_do_not_merge():
+    import dataclasses
+
+    model = _model(full_context_prob=1.0)
+    config = dataclasses.replace(model.config, loss=dataclasses.replace(model.config.loss, ctc_scale=0.3))
+    x, lens = torch.randn(2, 160, 80), torch.tensor([160, 140])
+    targets, target_lens = torch.randint(1, 30, (2, 6)), torch.tensor([6, 5])
+    torch.manual_seed(1)
+    everywhere = Transducer(config).eval()
+    off = dataclasses.replace(config, loss=dataclasses.replace(config.loss, ctc_on_merged=False))
+    torch.manual_seed(1)
+    full_only = Transducer(off).eval()
+    with torch.no_grad():
+        a, b = everywhere(x, lens, targets, target_lens, step=100), full_only(x, lens, targets, target_lens, step=100)
+        full = full_only.encoder(x, lens, granularity="full")
+        alone = full_only.losses(full, targets, target_lens, step=100)
+        merged = [full_only.losses(full_only.encoder(x, lens, granularity=n), targets, target_lens, 100, ctc=False).loss
+                  for n in ("fine", "coarse")]
+    assert a.by_granularity == pytest.approx(b.by_granularity)  # same weights, same transducer losses
+    assert float(b.ctc) == pytest.approx(float(alone.ctc), rel=1e-5)  # the CTC figure is full's alone
+    assert float(a.ctc) != pytest.approx(float(b.ctc), rel=1e-3)
+    # the mean of the three granularities' losses, of which only full's has the CTC term
+    assert float(b.loss) == pytest.approx(float((alone.loss + sum(merged)) / 3), rel=1e-5)
+    # a model whose every trained granularity merges has no CTC head at all
+    coarse_only = dataclasses.replace(off, encoder=dataclasses.replace(
+        off.encoder, merge=dataclasses.replace(off.encoder.merge, loss_weights=(0.0, 1.0, 1.0))))
+    assert Transducer(coarse_only).ctc_output is None and Transducer(config).ctc_output is not None
+
+
 # ---- bad settings -----------------------------------------------------------------------------
 
 def test_unknown_granularity_lists_the_valid_ones():
