@@ -4,6 +4,11 @@
 writes, beside the checkpoint, `errors-<part>-<method>-<mode>.txt` (per-utterance alignments) and
 `wer.md` (the summary table), and records the figures in the checkpoint's metadata.
 
+The table also slices each WER by speaking rate: the test set's utterances are split into thirds by
+their reference's BPE tokens per second, and each third is scored alone. Merging granularities
+differ most there: a coarse one keeps a fixed share of encoder frames whatever the speech rate, so
+fast speech runs short of frames per output token first (docs/merging.md).
+
 Streaming is evaluated with the streaming chunk mask in one batched pass: the chunk-by-chunk
 encoder equals that pass (tests/model/test_streaming.py), so the WER is the streaming WER.
 """
@@ -43,6 +48,36 @@ class DecodeSetting:
 
 
 @dataclass(frozen=True)
+class UtteranceScore:
+    rate: float  # reference BPE tokens per second of audio
+    words: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class RateThirds:
+    """WER of the slowest, middle and fastest third of a test set's utterances by speaking rate."""
+
+    edges: tuple[float, float]  # tokens/s between slow and middle, and between middle and fast
+    wer: tuple[float, float, float]
+
+    def __str__(self) -> str:
+        return " / ".join(f"{w:.2f}" for w in self.wer)
+
+
+def rate_thirds(scores: list[UtteranceScore]) -> RateThirds | None:
+    """Sort by speaking rate, cut into three equal thirds (the last takes the remainder), and score
+    each. The cut depends only on the references, so every decoding of a part shares it."""
+    if len(scores) < 3:
+        return None
+    ordered = sorted(scores, key=lambda s: s.rate)
+    third = len(ordered) // 3
+    groups = (ordered[:third], ordered[third : 2 * third], ordered[2 * third :])
+    wer = tuple(100.0 * sum(s.errors for s in g) / max(1, sum(s.words for s in g)) for g in groups)
+    return RateThirds((groups[1][0].rate, groups[2][0].rate), wer)
+
+
+@dataclass(frozen=True)
 class WerResult:
     part: str
     setting: str
@@ -52,6 +87,7 @@ class WerResult:
     insertions: int
     utterances: int
     tokens_kept: float = 1.0  # encoder output tokens / encoder frames (below 1 when frames merge)
+    by_rate: RateThirds | None = None  # WER per speaking-rate third; None below 3 utterances
 
     @property
     def wer(self) -> float:
@@ -75,6 +111,8 @@ def evaluate_part(model: Transducer, tokenizer: Tokenizer, data: DataConfig, par
     totals = [0, 0, 0, 0, 0]  # words, subs, dels, ins, utterances
     frames = tokens = 0
     lines = []
+    utterances: list[UtteranceScore] = []
+    frame_seconds = model.config.features.frame_shift_ms / 1000  # of the input features, before subsampling
     for batch in tqdm(eval_dataloader(cuts, tokenizer, data), desc=f"{part} {setting.name}", leave=False):
         batch = batch.to(device)
         enc = model.encoder(batch.features, batch.feature_lens, chunk_size=setting.chunk_size,
@@ -83,14 +121,17 @@ def evaluate_part(model: Transducer, tokenizer: Tokenizer, data: DataConfig, par
         hyps = decode(model, search, enc.out, enc.out_lens, enc.spans)
         frames += int(enc.frame_lens.sum())
         tokens += int(enc.out_lens.sum())
-        for cut_id, ref_text, hyp in zip(batch.cut_ids, batch.texts, hyps):
+        input_frames = batch.feature_lens.tolist()
+        for cut_id, ref_text, hyp, num_frames in zip(batch.cut_ids, batch.texts, hyps, input_frames):
             ref, hyp_words = ref_text.split(), tokenizer.decode(list(hyp.tokens)).split()
             subs, dels, ins, alignment = score(ref, hyp_words)
+            rate = len(tokenizer.encode(ref_text)) / max(num_frames * frame_seconds, 1e-3)
+            utterances.append(UtteranceScore(rate, len(ref), subs + dels + ins))
             for i, value in enumerate((len(ref), subs, dels, ins, 1)):
                 totals[i] += value
             shown = " ".join(r if r == h else f"({r}->{h})" for r, h in alignment)
             lines.append(f"{cut_id}\tS={subs} D={dels} I={ins}\t{shown}")
-    result = WerResult(part, setting.name, *totals[:4], totals[4], tokens / max(1, frames))
+    result = WerResult(part, setting.name, *totals[:4], totals[4], tokens / max(1, frames), rate_thirds(utterances))
     errors = out_dir / f"errors-{part}-{setting.name}.txt"
     errors.write_text(f"%WER {result.wer:.2f} [ {sum(totals[1:4])} / {totals[0]} ]\n" + "\n".join(sorted(lines)) + "\n")
     log.info("%s %s: WER %.2f%% (%d words, %d utterances, %.0f%% of encoder frames kept)", part, setting.name,
@@ -109,12 +150,17 @@ def evaluate(checkpoint: Path, data: DataConfig, parts: tuple[str, ...], setting
     out_dir = checkpoint.parent
     results = [evaluate_part(ckpt.model, ckpt.tokenizer, data, part, s, out_dir, torch.device(device))
                for part in parts for s in settings]
-    table = ["| test set | decoding | WER % | sub | del | ins | words | utterances | tokens kept |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    table = ["| test set | decoding | WER % | sub | del | ins | words | utterances | tokens kept "
+             "| WER slow / mid / fast third |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     table += [f"| {r.part} | {r.setting} | {r.wer:.2f} | {r.substitutions} | {r.deletions} | {r.insertions} | "
-              f"{r.words} | {r.utterances} | {100 * r.tokens_kept:.0f}% |" for r in results]
-    (out_dir / "wer.md").write_text(f"# WER of {checkpoint.name}\n\n" + "\n".join(table) + "\n")
-    print("\n".join(table))
+              f"{r.words} | {r.utterances} | {100 * r.tokens_kept:.0f}% | {r.by_rate or '-'} |" for r in results]
+    edges = {r.part: r.by_rate.edges for r in results if r.by_rate}
+    notes = [f"Speaking-rate thirds of {part}: below {lo:.1f}, {lo:.1f} to {hi:.1f}, and from {hi:.1f} "
+             "reference BPE tokens per second." for part, (lo, hi) in edges.items()]
+    (out_dir / "wer.md").write_text(f"# WER of {checkpoint.name}\n\n" + "\n".join(table) + "\n"
+                                    + "".join(f"\n{n}\n" for n in notes))
+    print("\n".join(table + notes))
     meta = dict(ckpt.meta)
     meta["wer"] = {f"{r.part}/{r.setting}": round(r.wer, 3) for r in results}
     save_checkpoint(checkpoint, ckpt.model, ckpt.tokenizer, meta)

@@ -23,6 +23,10 @@ def test_generate_prepare_train_decode_at_toy_scale(tmp_path):
     rows = re.findall(r"\| test-clean \| (greedy-\S+) \| ([0-9.]+) \|", table)
     assert {name for name, _ in rows} == {"greedy-offline", "greedy-chunk320ms"}
     assert all(0.0 <= float(wer) <= 100.0 for _, wer in rows)
+    # Each row is also scored per speaking-rate third (one utterance each here), cut as the note says.
+    thirds = re.findall(r"\| (\d+\.\d\d) / (\d+\.\d\d) / (\d+\.\d\d) \|$", table, re.M)
+    assert len(thirds) == 2 and all(0.0 <= float(w) <= 400.0 for row in thirds for w in row)
+    assert "Speaking-rate thirds of test-clean: below" in table
     assert (exp / "errors-test-clean-greedy-chunk320ms.txt").read_text().count("\n") == 4  # header + 3 utts
     ckpt = load_checkpoint(exp / "final.pt")
     assert set(ckpt.meta["wer"]) == {"test-clean/greedy-offline", "test-clean/greedy-chunk320ms"}
