@@ -9,6 +9,10 @@ their reference's BPE tokens per second, and each third is scored alone. Merging
 differ most there: a coarse one keeps a fixed share of encoder frames whatever the speech rate, so
 fast speech runs short of frames per output token first (docs/merging.md).
 
+`--merge threshold:1.0,0.9,0.8,0.7` decodes a merging model with other merge settings than it was
+trained with (one value per granularity), without retraining: the results go to a subfolder named
+after the setting, and the checkpoint is left alone.
+
 Streaming is evaluated with the streaming chunk mask in one batched pass: the chunk-by-chunk
 encoder equals that pass (tests/model/test_streaming.py), so the WER is the streaming WER.
 """
@@ -28,6 +32,7 @@ from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import DataConfig
 from asr.data.datamodule import eval_dataloader, load_cuts
 from asr.decoding import decode, make_search
+from asr.model.conformer import validate_merge_config
 from asr.model.transducer import Transducer
 from asr.tokenizer import Tokenizer
 
@@ -139,15 +144,42 @@ def evaluate_part(model: Transducer, tokenizer: Tokenizer, data: DataConfig, par
     return result
 
 
+def parse_merge(text: str) -> tuple[str, tuple[float, ...]]:
+    """'threshold:1.0,0.9' -> ("threshold", (1.0, 0.9)), for --merge."""
+    mode, _, values = text.partition(":")
+    try:
+        numbers = tuple(float(v) for v in values.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--merge takes MODE:V1,V2,... (e.g. threshold:1.0,0.8), got {text!r}")
+    if mode not in ("threshold", "ratio"):
+        raise argparse.ArgumentTypeError(f"--merge mode must be 'threshold' or 'ratio', got {mode!r}")
+    return mode, numbers
+
+
+def override_merge(model: Transducer, mode: str, values: tuple[float, ...]) -> None:
+    """Decode with other merge settings than the model was trained with: one value per granularity."""
+    encoder = model.encoder
+    merge = encoder.config.merge
+    if not merge.layers:
+        raise ValueError("this model has no merge modules; --merge needs a model trained with merge.layers")
+    merge = dataclasses.replace(merge, mode=mode, values=values)
+    validate_merge_config(merge, encoder.config.num_layers)  # one value per granularity, each in range
+    encoder.config = dataclasses.replace(encoder.config, merge=merge)
+
+
 def evaluate(checkpoint: Path, data: DataConfig, parts: tuple[str, ...], settings: list[DecodeSetting],
-             device: str = "cpu") -> list[WerResult]:
+             device: str = "cpu", merge: tuple[str, tuple[float, ...]] | None = None) -> list[WerResult]:
     ckpt = load_checkpoint(checkpoint, device)
+    out_dir = checkpoint.parent
+    if merge is not None:
+        override_merge(ckpt.model, *merge)
+        out_dir = out_dir / f"merge-{merge[0]}-{'-'.join(f'{v:g}' for v in merge[1])}"
+        out_dir.mkdir(exist_ok=True)
     names = ckpt.model.encoder.granularities
     settings = [dataclasses.replace(s, granularity=g) for s in settings
                 for g in (names if s.granularity == "all" else [s.granularity])]
     for setting in settings:  # an unknown granularity fails now, naming the valid ones
         ckpt.model.encoder.merge_values(setting.granularity, 1, device)
-    out_dir = checkpoint.parent
     results = [evaluate_part(ckpt.model, ckpt.tokenizer, data, part, s, out_dir, torch.device(device))
                for part in parts for s in settings]
     table = ["| test set | decoding | WER % | sub | del | ins | words | utterances | tokens kept "
@@ -158,9 +190,12 @@ def evaluate(checkpoint: Path, data: DataConfig, parts: tuple[str, ...], setting
     edges = {r.part: r.by_rate.edges for r in results if r.by_rate}
     notes = [f"Speaking-rate thirds of {part}: below {lo:.1f}, {lo:.1f} to {hi:.1f}, and from {hi:.1f} "
              "reference BPE tokens per second." for part, (lo, hi) in edges.items()]
-    (out_dir / "wer.md").write_text(f"# WER of {checkpoint.name}\n\n" + "\n".join(table) + "\n"
+    title = f"# WER of {checkpoint.name}" + (f", merging {merge[0]} {list(merge[1])}" if merge else "")
+    (out_dir / "wer.md").write_text(f"{title}\n\n" + "\n".join(table) + "\n"
                                     + "".join(f"\n{n}\n" for n in notes))
     print("\n".join(table + notes))
+    if merge is not None:
+        return results  # the checkpoint's figures stay those of its own settings
     meta = dict(ckpt.meta)
     meta["wer"] = {f"{r.part}/{r.setting}": round(r.wer, 3) for r in results}
     save_checkpoint(checkpoint, ckpt.model, ckpt.tokenizer, meta)
@@ -179,13 +214,16 @@ def main(argv: list[str] | None = None) -> list[WerResult]:
     parser.add_argument("--granularities", nargs="+", default=[None], metavar="NAME",
                         help="merge granularities to decode at (default: the model's finest); 'all' = every one")
     parser.add_argument("--max-duration", type=float, default=300.0, help="seconds of audio per decoding batch")
+    parser.add_argument("--merge", type=parse_merge, metavar="MODE:V1,V2,...",
+                        help="decode with other merge settings: threshold or ratio and one value per granularity "
+                             "(e.g. threshold:1.0,0.9,0.85,0.75); results go to merge-<setting>/ beside the checkpoint")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = DataConfig(data_dir=args.data_dir, max_duration=args.max_duration, num_workers=0)
     settings = [DecodeSetting(m, c, args.left_context, g) for g in args.granularities for m in args.methods
                 for c in args.chunks]
-    return evaluate(args.checkpoint, data, tuple(args.parts), settings, args.device)
+    return evaluate(args.checkpoint, data, tuple(args.parts), settings, args.device, args.merge)
 
 
 if __name__ == "__main__":
