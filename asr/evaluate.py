@@ -150,7 +150,8 @@ def parse_merge(text: str) -> tuple[str, tuple[float, ...]]:
     try:
         numbers = tuple(float(v) for v in values.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--merge takes MODE:V1,V2,... (e.g. threshold:1.0,0.8), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--merge takes MODE:V1,V2,... (e.g. threshold:1.0,0.8), got {text!r}") from None
     if mode not in ("threshold", "ratio"):
         raise argparse.ArgumentTypeError(f"--merge mode must be 'threshold' or 'ratio', got {mode!r}")
     return mode, numbers
