@@ -49,10 +49,13 @@ class MergeConfig:
     loss_weights: tuple[float, ...] = (1.0,)  # Matryoshka training weight of each granularity
     proportional_attention: bool = True  # add log(token size) to attention logits of merged keys
 
+    def value_merges(self, value: float) -> bool:
+        """Whether a threshold/ratio merges anything: a ratio above 0, a threshold below 1."""
+        return value > 0.0 if self.mode == "ratio" else value < 1.0
+
     def merges(self, granularity: str) -> bool:
-        """Whether this granularity merges any tokens (a ratio above 0, a threshold below 1)."""
-        value = self.values[self.granularities.index(granularity)]
-        return bool(self.layers) and (value > 0.0 if self.mode == "ratio" else value < 1.0)
+        """Whether this granularity merges any tokens."""
+        return bool(self.layers) and self.value_merges(self.values[self.granularities.index(granularity)])
 
 
 @dataclass(frozen=True)

@@ -376,8 +376,7 @@ class ConformerEncoder(nn.Module):
         if not merge.layers:
             return None
         values = [merge.values[merge.granularities.index(n)] for n in names]
-        no_op = 1.0 if merge.mode == "threshold" else 0.0
-        if all(v >= no_op if merge.mode == "threshold" else v <= no_op for v in values):
+        if not any(merge.value_merges(v) for v in values):
             return None
         return torch.tensor(values, dtype=torch.float32, device=device)
 

@@ -41,11 +41,14 @@ class Transducer(nn.Module):
         self.simple_lm_proj = nn.Linear(self.decoder.output_dim, config.vocab_size)
         merge = config.encoder.merge
         # a CTC head only where some trained granularity uses it (an unused head would upset DDP)
-        ctc_used = config.loss.ctc_on_merged or not merge.layers or any(
-            not merge.merges(n) for n, w in zip(merge.granularities, merge.loss_weights) if w > 0)
+        ctc_used = any(self.trains_ctc(n) for n, w in zip(merge.granularities, merge.loss_weights) if w > 0)
         self.ctc_output = (
             nn.Linear(self.encoder.output_dim, config.vocab_size) if config.loss.ctc_scale > 0 and ctc_used else None
         )
+
+    def trains_ctc(self, granularity: str) -> bool:
+        """Whether the CTC loss (when there is one) trains at this granularity (loss.ctc_on_merged)."""
+        return self.config.loss.ctc_on_merged or not self.config.encoder.merge.merges(granularity)
 
     @property
     def blank_id(self) -> int:
@@ -65,8 +68,8 @@ class Transducer(nn.Module):
         # Matryoshka: every granularity with a weight, sharing the blocks before the first merge.
         weights = {n: w for n, w in zip(merge.granularities, merge.loss_weights) if w > 0}
         outputs = self.encoder.forward_granularities(features, feature_lens, list(weights), chunk_size, left_context)
-        ctc = {n: self.config.loss.ctc_on_merged or not merge.merges(n) for n in outputs}
-        parts = {name: self.losses(out, targets, target_lens, step, ctc[name]) for name, out in outputs.items()}
+        parts = {name: self.losses(out, targets, target_lens, step, self.trains_ctc(name))
+                 for name, out in outputs.items()}
 
         def mix(get):
             """Weighted mean over the granularities that have this term (CTC may skip merged ones)."""

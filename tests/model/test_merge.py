@@ -1,5 +1,7 @@
 """Adjacent token merging and Matryoshka granularities: invariants, streaming = offline, timestamps,
 gradients, and clear errors for bad settings."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -257,8 +259,6 @@ def test_matryoshka_loss_trains_every_granularity_and_gradients_reach_merged_lay
 
 
 def test_ctc_can_be_left_to_the_granularities_that_do_not_merge():
-    import dataclasses
-
     model = _model(full_context_prob=1.0)
     config = dataclasses.replace(model.config, loss=dataclasses.replace(model.config.loss, ctc_scale=0.3))
     x, lens = torch.randn(2, 160, 80), torch.tensor([160, 140])
