@@ -18,8 +18,12 @@ from server.config import build_parser, config_from_args
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser(__doc__).parse_args(argv)
-    config = config_from_args(args)
+    parser = build_parser(__doc__)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recognizer = load_recognizer(config.model, config.device, config)
     asyncio.run(serve_forever(recognizer, config))

@@ -48,6 +48,42 @@ class _Work:
     last: bool  # the final chunk of the stream
 
 
+class StepCosts:
+    """Smoothed compute seconds per stream of a model step, per granularity and batch size (rounded
+    up to a power of two: a stream's share of a step falls as batches grow). Only steps whose rows
+    all ran at one granularity are measured; a mixed batch says nothing about either level."""
+
+    MIN_STEPS = 5  # steps measured before a level's cost is trusted
+
+    def __init__(self) -> None:
+        self._mean: dict[tuple[str, int], float] = {}
+        self._count: dict[tuple[str, int], int] = {}
+        self.batch = 1  # bucket of the latest step: the load the next decision is about
+
+    @staticmethod
+    def bucket(rows: int) -> int:
+        return 1 << max(0, rows - 1).bit_length()
+
+    def record(self, granularities: list[str], seconds: float) -> float | None:
+        """Add one step; returns the granularity's new smoothed cost, or None for a mixed batch."""
+        self.batch = self.bucket(len(granularities))
+        if len(set(granularities)) != 1:
+            return None
+        key = (granularities[0], self.batch)
+        count = self._count.get(key, 0)
+        per_stream = seconds / len(granularities)
+        # a plain mean over the first steps, then an exponential one that follows drifting load
+        weight = max(1 / (count + 1), 0.1)
+        self._mean[key] = self._mean.get(key, per_stream) * (1 - weight) + per_stream * weight
+        self._count[key] = count + 1
+        return self._mean[key]
+
+    def cost(self, granularity: str) -> float | None:
+        """Seconds per stream at the latest batch size, once measured over MIN_STEPS steps."""
+        key = (granularity, self.batch)
+        return self._mean[key] if self._count.get(key, 0) >= self.MIN_STEPS else None
+
+
 class Engine:
     def __init__(self, recognizer: Recognizer, config: EngineConfig = EngineConfig(),
                  metrics: Metrics | None = None, model_name: str = "model") -> None:
@@ -65,6 +101,7 @@ class Engine:
         self.auto_level = 0  # index into granularities for sessions that asked for "auto"
         self._latency = 0.0  # smoothed partial-result latency, seconds
         self._last_auto_change = 0.0
+        self.step_costs = StepCosts()
         self._ready: asyncio.Queue[Session] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._task: asyncio.Task | None = None
@@ -213,6 +250,9 @@ class Engine:
                     self._fail(item.session, "internal", f"the recognizer failed: {error}")
                 continue
             compute = time.perf_counter() - started
+            per_stream = self.step_costs.record([w.granularity for w in work], compute)
+            if per_stream is not None:
+                self.metrics.stream_step_seconds.labels(granularity=work[0].granularity).set(per_stream)
             self.metrics.batch_size.observe(len(work))
             self.metrics.step_seconds.observe(compute)
             for item in work:
@@ -316,23 +356,40 @@ class Engine:
 
     def _adapt_granularity(self) -> None:
         """auto granularity: coarser while partial results come later than the target, finer
-        again once they come well within it. One move per `auto_interval_s`."""
+        again once they come well within it. One move per `auto_interval_s`.
+
+        Coarser tokens only help if they make steps cheaper, and on a small model on CPU the
+        merge can cost what it saves. So a level's measured cost per stream is compared with the
+        finer level's at the current batch size: a coarser level not at least `auto_min_gain`
+        cheaper is not moved to, and is left again (for the accuracy) if it was. Unmeasured
+        levels are tried."""
         target = self.config.latency_target_ms / 1000
         now = time.monotonic()
         if now - self._last_auto_change < self.config.auto_interval_s or len(self.granularities) < 2:
             return
         level = self.auto_level
-        if self._latency > target and level < len(self.granularities) - 1:
-            level += 1
+        why = ""
+        if self._latency > target:
+            if level < len(self.granularities) - 1 and self._pays(level + 1):
+                level += 1
+            elif level > 0 and not self._pays(level):
+                level -= 1
+                why = f", {self.granularities[level + 1]} steps not cheaper"
         elif self._latency < target / 2 and level > 0:
             level -= 1
         if level != self.auto_level:
-            log.info("auto granularity: %s -> %s (latency %.0f ms, target %.0f ms)",
+            log.info("auto granularity: %s -> %s (latency %.0f ms, target %.0f ms%s)",
                      self.granularities[self.auto_level], self.granularities[level], 1000 * self._latency,
-                     1000 * target)
+                     1000 * target, why)
             self.auto_level = level
             self._last_auto_change = now
             self.metrics.auto_level.set(level)
+
+    def _pays(self, level: int) -> bool:
+        """Whether granularity `level` is (or may be: unmeasured) cheaper than the one finer."""
+        coarse = self.step_costs.cost(self.granularities[level])
+        fine = self.step_costs.cost(self.granularities[level - 1])
+        return coarse is None or fine is None or coarse <= (1 - self.config.auto_min_gain) * fine
 
     def idle_sessions(self, now: float) -> list[Session]:
         """Sessions that sent nothing for longer than the idle timeout."""

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 import torch
 
-from server.engine import Engine
+from server.config import EngineConfig
+from server.engine import Engine, StepCosts
 from server.options import EndpointOptions, StreamOptions
 from server.session import Done, Final, endpoint_reason
 from tests.server.conftest import audio, final_text, running, s16le, server_config, stream_file
@@ -46,6 +47,45 @@ def test_auto_granularity_goes_coarser_under_latency_and_back(recognizer):
     engine._latency = 0.01
     engine._adapt_granularity()
     assert engine.auto_level == 0
+
+
+def test_auto_granularity_moves_only_to_a_coarser_level_measured_cheaper(recognizer):
+    """Under latency, auto tries a coarser level; once both levels' step costs per stream are
+    measured at the current batch size, a coarser level less than auto_min_gain (10%) cheaper is
+    left again: it would cost accuracy and buy no time."""
+    engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
+    costs = engine.step_costs
+    engine._latency = 0.5
+    for _ in range(StepCosts.MIN_STEPS - 1):
+        costs.record(["full"] * 8, 0.080)
+        costs.record(["coarse"] * 8, 0.076)  # 5% cheaper per stream
+    costs.record(["full", "coarse"] * 4, 0.010)  # a mixed batch measures neither level
+    engine._adapt_granularity()
+    assert engine.auto_level == 1  # not yet measured over MIN_STEPS steps: tried
+    costs.record(["full"] * 8, 0.080)
+    costs.record(["coarse"] * 8, 0.076)
+    assert costs.cost("coarse") == pytest.approx(0.0095) and costs.cost("full") == pytest.approx(0.010)
+    engine._adapt_granularity()
+    assert engine.auto_level == 0  # back to full for the accuracy
+    engine._adapt_granularity()
+    assert engine.auto_level == 0  # and it stays there
+    costs.record(["full"] * 3, 0.030)  # a batch of 3 (bucket 4): a load not measured yet
+    engine._adapt_granularity()
+    assert engine.auto_level == 1
+
+
+def test_auto_granularity_keeps_a_coarser_level_that_pays(recognizer):
+    engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
+    for _ in range(StepCosts.MIN_STEPS):
+        engine.step_costs.record(["full"] * 16, 0.160)
+        engine.step_costs.record(["coarse"] * 16, 0.112)  # 30% cheaper
+    engine._latency = 0.5
+    for _ in range(3):
+        engine._adapt_granularity()
+        assert engine.granularities[engine.auto_level] == "coarse"
+    engine._latency = 0.01
+    engine._adapt_granularity()
+    assert engine.auto_level == 0  # load gone: back to the finest
 
 
 def test_auto_granularity_reacts_to_real_latency(recognizer):
@@ -110,3 +150,10 @@ def test_a_segment_without_speech_ends_quietly(recognizer):
         events.append(session.events.get_nowait())
     assert not [e for e in events if isinstance(e, Final)]
     assert session.segment == 0 and session.segment_start == 130
+
+
+@pytest.mark.parametrize("setting, value", [("max_batch", 0), ("latency_target_ms", 0.0), ("auto_min_gain", 1.0),
+                                            ("auto_min_gain", -0.1), ("chunk_size", 0)])
+def test_engine_settings_out_of_range_name_their_flag(setting, value):
+    with pytest.raises(ValueError, match="--" + setting.replace("_", "-")):
+        EngineConfig(**{setting: value})

@@ -74,3 +74,9 @@ def test_help_explains_every_flag():
     for flag in ("--model", "--grpc-port", "--ws-port", "--device", "--max-batch", "--max-sessions",
                  "--latency-target-ms", "--idle-timeout-s"):
         assert re.search(rf"{flag} \S+\s+\S", result.stdout), flag
+
+
+def test_an_out_of_range_setting_is_a_usage_error():
+    result = subprocess.run([sys.executable, "-m", "server", "--auto-min-gain", "1.5"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "--auto-min-gain" in result.stderr and "Traceback" not in result.stderr
