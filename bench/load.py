@@ -107,7 +107,7 @@ def metrics(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     values = {}
     for line in text.splitlines():
-        found = re.match(r"^(asr_[a-z_]+(?:_sum|_count|_total)?)\s+([0-9.e+-]+)$", line)
+        found = re.match(r"^(asr_[a-z_]+(?:_sum|_count|_total)?(?:\{[^}]*\})?)\s+([0-9.e+-]+)$", line)
         if found:
             values[found.group(1)] = float(found.group(2))
     return values
@@ -167,7 +167,7 @@ async def run_level(port: int, recordings: list[np.ndarray], clients: int, granu
 def main(argv: list[str] | None = None) -> list[list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="serving checkpoint (default: a random gpu-medium + Matryoshka model)")
-    parser.add_argument("--audio-dir", type=Path, default=Path("data/synthetic6h/corpus/LibriSpeech/test-clean"),
+    parser.add_argument("--audio-dir", type=Path, default=Path("data/synthetic/corpus/LibriSpeech/test-clean"),
                         help="recordings to stream (.flac/.wav, 16 kHz)")
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64],
                         help="numbers of simultaneous clients to try, in order, until real time breaks")
@@ -228,6 +228,14 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
             rows.append(row)
             log.info("%s x%d: latency p50/p95/p99 %s/%s/%s ms, RTF %s, CPU %s cores, batch %s, %s, real time: %s",
                      granularity, clients, *row[4:])
+            costs = {}  # what auto granularity compares: smoothed compute per stream of a step, at the largest batch
+            for key, value in server_metrics.items():
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', key)) if key.startswith("asr_stream_step_seconds{") else {}
+                if labels and int(labels["batch"]) >= costs.get(labels["granularity"], (0, 0))[0]:
+                    costs[labels["granularity"]] = (int(labels["batch"]), value)
+            if costs:
+                log.info("%s x%d: step compute per stream: %s", granularity, clients,
+                         ", ".join(f"{g} {1000 * v:.2f} ms (batch {b})" for g, (b, v) in costs.items()))
             if not realtime:
                 break
     columns = ["model", "device", "granularity", "clients", "latency p50 ms", "p95 ms", "p99 ms", "RTF",

@@ -53,6 +53,7 @@ class StepCosts:
     up to a power of two: a stream's share of a step falls as batches grow). Only steps whose rows
     all ran at one granularity are measured; a mixed batch says nothing about either level."""
 
+    WARMUP_STEPS = 2  # first steps of a level at a batch size, not counted: new shapes allocate and warm caches
     MIN_STEPS = 5  # steps measured before a level's cost is trusted
 
     def __init__(self) -> None:
@@ -65,17 +66,20 @@ class StepCosts:
         return 1 << max(0, rows - 1).bit_length()
 
     def record(self, granularities: list[str], seconds: float) -> float | None:
-        """Add one step; returns the granularity's new smoothed cost, or None for a mixed batch."""
+        """Add one step; returns the granularity's new smoothed cost, or None when the step is not
+        measured (a mixed batch, or a warm-up step)."""
         self.batch = self.bucket(len(granularities))
         if len(set(granularities)) != 1:
             return None
         key = (granularities[0], self.batch)
-        count = self._count.get(key, 0)
+        count = self._count.get(key, -self.WARMUP_STEPS)
+        self._count[key] = count + 1
+        if count < 0:
+            return None
         per_stream = seconds / len(granularities)
         # a plain mean over the first steps, then an exponential one that follows drifting load
         weight = max(1 / (count + 1), 0.1)
         self._mean[key] = self._mean.get(key, per_stream) * (1 - weight) + per_stream * weight
-        self._count[key] = count + 1
         return self._mean[key]
 
     def cost(self, granularity: str) -> float | None:
@@ -252,7 +256,8 @@ class Engine:
             compute = time.perf_counter() - started
             per_stream = self.step_costs.record([w.granularity for w in work], compute)
             if per_stream is not None:
-                self.metrics.stream_step_seconds.labels(granularity=work[0].granularity).set(per_stream)
+                self.metrics.stream_step_seconds.labels(granularity=work[0].granularity,
+                                                        batch=str(self.step_costs.batch)).set(per_stream)
             self.metrics.batch_size.observe(len(work))
             self.metrics.step_seconds.observe(compute)
             for item in work:

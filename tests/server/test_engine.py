@@ -56,6 +56,9 @@ def test_auto_granularity_moves_only_to_a_coarser_level_measured_cheaper(recogni
     engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
     costs = engine.step_costs
     engine._latency = 0.5
+    for _ in range(StepCosts.WARMUP_STEPS):  # not counted
+        costs.record(["full"] * 8, 1.0)
+        costs.record(["coarse"] * 8, 1.0)
     for _ in range(StepCosts.MIN_STEPS - 1):
         costs.record(["full"] * 8, 0.080)
         costs.record(["coarse"] * 8, 0.076)  # 5% cheaper per stream
@@ -76,7 +79,7 @@ def test_auto_granularity_moves_only_to_a_coarser_level_measured_cheaper(recogni
 
 def test_auto_granularity_keeps_a_coarser_level_that_pays(recognizer):
     engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
-    for _ in range(StepCosts.MIN_STEPS):
+    for _ in range(StepCosts.WARMUP_STEPS + StepCosts.MIN_STEPS):
         engine.step_costs.record(["full"] * 16, 0.160)
         engine.step_costs.record(["coarse"] * 16, 0.112)  # 30% cheaper
     engine._latency = 0.5

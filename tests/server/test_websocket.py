@@ -220,7 +220,7 @@ def test_health_readiness_and_metrics_over_http(recognizer):
     assert health == (200, "ok\n") and ready[0] == 200 and draining[0] == 503
     assert metrics[0] == 200 and "asr_active_sessions 0.0" in metrics[1]
     assert "asr_sessions_opened_total 1.0" in metrics[1] and "asr_partial_latency_seconds_bucket" in metrics[1]
-    assert 'asr_stream_step_seconds{granularity="full"}' in metrics[1]  # what auto granularity compares
+    assert 'asr_stream_step_seconds{batch="1",granularity="full"}' in metrics[1]  # what auto granularity compares
     assert missing[0] == 404
 
 
