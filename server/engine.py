@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -49,16 +51,18 @@ class _Work:
 
 
 class StepCosts:
-    """Smoothed compute seconds per stream of a model step, per granularity and batch size (rounded
-    up to a power of two: a stream's share of a step falls as batches grow). Only steps whose rows
-    all ran at one granularity are measured; a mixed batch says nothing about either level."""
+    """Compute seconds per stream of a model step, per granularity and batch size (rounded up to a
+    power of two: a stream's share of a step falls as batches grow): the median of the latest
+    WINDOW steps, so that one slow step (a collection, a busy neighbour) does not decide. Only steps
+    whose rows all ran at one granularity are measured; a mixed batch says nothing about either."""
 
     WARMUP_STEPS = 2  # first steps of a level at a batch size, not counted: new shapes allocate and warm caches
     MIN_STEPS = 5  # steps measured before a level's cost is trusted
+    WINDOW = 9
 
     def __init__(self) -> None:
-        self._mean: dict[tuple[str, int], float] = {}
-        self._count: dict[tuple[str, int], int] = {}
+        self._steps: dict[tuple[str, int], deque[float]] = {}
+        self._skipped: dict[tuple[str, int], int] = {}
         self.batch = 1  # bucket of the latest step: the load the next decision is about
 
     @staticmethod
@@ -66,26 +70,23 @@ class StepCosts:
         return 1 << max(0, rows - 1).bit_length()
 
     def record(self, granularities: list[str], seconds: float) -> float | None:
-        """Add one step; returns the granularity's new smoothed cost, or None when the step is not
-        measured (a mixed batch, or a warm-up step)."""
+        """Add one step; returns the granularity's cost now, or None when the step is not measured
+        (a mixed batch, or a warm-up step)."""
         self.batch = self.bucket(len(granularities))
         if len(set(granularities)) != 1:
             return None
         key = (granularities[0], self.batch)
-        count = self._count.get(key, -self.WARMUP_STEPS)
-        self._count[key] = count + 1
-        if count < 0:
+        if self._skipped.get(key, 0) < self.WARMUP_STEPS:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
             return None
-        per_stream = seconds / len(granularities)
-        # a plain mean over the first steps, then an exponential one that follows drifting load
-        weight = max(1 / (count + 1), 0.1)
-        self._mean[key] = self._mean.get(key, per_stream) * (1 - weight) + per_stream * weight
-        return self._mean[key]
+        steps = self._steps.setdefault(key, deque(maxlen=self.WINDOW))
+        steps.append(seconds / len(granularities))
+        return statistics.median(steps)
 
     def cost(self, granularity: str) -> float | None:
         """Seconds per stream at the latest batch size, once measured over MIN_STEPS steps."""
-        key = (granularity, self.batch)
-        return self._mean[key] if self._count.get(key, 0) >= self.MIN_STEPS else None
+        steps = self._steps.get((granularity, self.batch), ())
+        return statistics.median(steps) if len(steps) >= self.MIN_STEPS else None
 
 
 class Engine:
@@ -364,10 +365,11 @@ class Engine:
         again once they come well within it. One move per `auto_interval_s`.
 
         Coarser tokens only help if they make steps cheaper, and on a small model on CPU the
-        merge can cost what it saves. So a level's measured cost per stream is compared with the
-        finer level's at the current batch size: a coarser level not at least `auto_min_gain`
-        cheaper is not moved to, and is left again (for the accuracy) if it was. Unmeasured
-        levels are tried."""
+        merge can cost what it saves. So auto measures each level's cost per stream at the current
+        batch size before moving on from it, and skips a level that is *dominated*: not at least
+        `auto_min_gain` cheaper than some finer level, which would be more accurate for about the
+        same time. Levels not measured yet are tried; a dominated level that auto is on is left for
+        the coarsest level below it that is not."""
         target = self.config.latency_target_ms / 1000
         now = time.monotonic()
         if now - self._last_auto_change < self.config.auto_interval_s or len(self.granularities) < 2:
@@ -375,13 +377,17 @@ class Engine:
         level = self.auto_level
         why = ""
         if self._latency > target:
-            if level < len(self.granularities) - 1 and self._pays(level + 1):
-                level += 1
-            elif level > 0 and not self._pays(level):
-                level -= 1
-                why = f", {self.granularities[level + 1]} steps not cheaper"
+            here = self._dominated(level)
+            if here is None:
+                return  # measure this level first: whether to move, and where, depends on it
+            coarser = [j for j in range(level + 1, len(self.granularities)) if not self._dominated(j)]
+            if coarser:
+                level = coarser[0]
+            elif here:
+                level = max(i for i in range(level) if not self._dominated(i))
+                why = f", {self.granularities[self.auto_level]} steps not cheaper"
         elif self._latency < target / 2 and level > 0:
-            level -= 1
+            level = max(i for i in range(level) if not self._dominated(i))
         if level != self.auto_level:
             log.info("auto granularity: %s -> %s (latency %.0f ms, target %.0f ms%s)",
                      self.granularities[self.auto_level], self.granularities[level], 1000 * self._latency,
@@ -390,11 +396,15 @@ class Engine:
             self._last_auto_change = now
             self.metrics.auto_level.set(level)
 
-    def _pays(self, level: int) -> bool:
-        """Whether granularity `level` is (or may be: unmeasured) cheaper than the one finer."""
-        coarse = self.step_costs.cost(self.granularities[level])
-        fine = self.step_costs.cost(self.granularities[level - 1])
-        return coarse is None or fine is None or coarse <= (1 - self.config.auto_min_gain) * fine
+    def _dominated(self, level: int) -> bool | None:
+        """Whether some finer level costs less than 1 / (1 - auto_min_gain) times what `level`
+        costs per stream at the current batch size; None while `level` is not measured. The
+        finest level is never dominated."""
+        costs = [self.step_costs.cost(g) for g in self.granularities[: level + 1]]
+        if costs[-1] is None:
+            return None
+        keep = 1 - self.config.auto_min_gain
+        return any(c is not None and costs[-1] > keep * c for c in costs[:-1])
 
     def idle_sessions(self, now: float) -> list[Session]:
         """Sessions that sent nothing for longer than the idle timeout."""

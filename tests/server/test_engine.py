@@ -34,11 +34,19 @@ def test_zero_turns_every_rule_off():
     assert endpoint_reason(off, 10_000, 0, 1, 0.04) is None
 
 
+def _measure(engine, granularity, per_stream, streams=8, steps=StepCosts.WARMUP_STEPS + StepCosts.MIN_STEPS):
+    for _ in range(steps):
+        engine.step_costs.record([granularity] * streams, per_stream * streams)
+
+
 def test_auto_granularity_goes_coarser_under_latency_and_back(recognizer):
     engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
     session = engine.open(StreamOptions(granularity="auto"))
     pinned = engine.open(StreamOptions(granularity="full"))
     engine._latency = 0.5
+    engine._adapt_granularity()
+    assert engine.auto_level == 0  # the current level's cost is measured first
+    _measure(engine, "full", 0.010)
     engine._adapt_granularity()
     assert engine.granularities[engine.auto_level] == "coarse"
     session.features = pinned.features = torch.zeros(engine.chunk_frames, session.features.shape[1])
@@ -50,38 +58,38 @@ def test_auto_granularity_goes_coarser_under_latency_and_back(recognizer):
 
 
 def test_auto_granularity_moves_only_to_a_coarser_level_measured_cheaper(recognizer):
-    """Under latency, auto tries a coarser level; once both levels' step costs per stream are
-    measured at the current batch size, a coarser level less than auto_min_gain (10%) cheaper is
-    left again: it would cost accuracy and buy no time."""
+    """Under latency, auto measures its level, tries the coarser one, measures that, and leaves it
+    again if it is less than auto_min_gain (10%) cheaper per stream at the current batch size: it
+    would cost accuracy and buy no time."""
     engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
     costs = engine.step_costs
     engine._latency = 0.5
-    for _ in range(StepCosts.WARMUP_STEPS):  # not counted
-        costs.record(["full"] * 8, 1.0)
-        costs.record(["coarse"] * 8, 1.0)
-    for _ in range(StepCosts.MIN_STEPS - 1):
-        costs.record(["full"] * 8, 0.080)
-        costs.record(["coarse"] * 8, 0.076)  # 5% cheaper per stream
-    costs.record(["full", "coarse"] * 4, 0.010)  # a mixed batch measures neither level
+    _measure(engine, "full", 1.0, steps=StepCosts.WARMUP_STEPS)  # warm-up steps are not counted
+    _measure(engine, "full", 0.010, steps=StepCosts.MIN_STEPS - 1)
+    costs.record(["full", "coarse"] * 4, 0.010)  # nor is a mixed batch
     engine._adapt_granularity()
-    assert engine.auto_level == 1  # not yet measured over MIN_STEPS steps: tried
-    costs.record(["full"] * 8, 0.080)
-    costs.record(["coarse"] * 8, 0.076)
+    assert engine.auto_level == 0
+    _measure(engine, "full", 0.010, steps=1)
+    engine._adapt_granularity()
+    assert engine.auto_level == 1  # full measured, coarse not yet: tried
+    _measure(engine, "coarse", 0.0095, steps=StepCosts.WARMUP_STEPS + StepCosts.MIN_STEPS - 1)
+    engine._adapt_granularity()
+    assert engine.auto_level == 1  # still measuring coarse
+    _measure(engine, "coarse", 0.0095, steps=1)  # 5% cheaper
     assert costs.cost("coarse") == pytest.approx(0.0095) and costs.cost("full") == pytest.approx(0.010)
     engine._adapt_granularity()
     assert engine.auto_level == 0  # back to full for the accuracy
     engine._adapt_granularity()
     assert engine.auto_level == 0  # and it stays there
-    costs.record(["full"] * 3, 0.030)  # a batch of 3 (bucket 4): a load not measured yet
+    _measure(engine, "full", 0.005, streams=3)  # a batch of 3 (bucket 4): a load not measured at coarse
     engine._adapt_granularity()
     assert engine.auto_level == 1
 
 
 def test_auto_granularity_keeps_a_coarser_level_that_pays(recognizer):
     engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
-    for _ in range(StepCosts.WARMUP_STEPS + StepCosts.MIN_STEPS):
-        engine.step_costs.record(["full"] * 16, 0.160)
-        engine.step_costs.record(["coarse"] * 16, 0.112)  # 30% cheaper
+    _measure(engine, "full", 0.010, streams=16)
+    _measure(engine, "coarse", 0.007, streams=16)  # 30% cheaper
     engine._latency = 0.5
     for _ in range(3):
         engine._adapt_granularity()
@@ -91,15 +99,35 @@ def test_auto_granularity_keeps_a_coarser_level_that_pays(recognizer):
     assert engine.auto_level == 0  # load gone: back to the finest
 
 
+def test_auto_granularity_skips_levels_a_finer_one_matches(recognizer):
+    """fine is not 10% cheaper than full and coarse not 10% cheaper than medium: auto uses full and
+    medium only, both ways."""
+    engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
+    engine.granularities = ("full", "fine", "medium", "coarse")  # the engine only names levels
+    for name, cost in (("full", 0.010), ("fine", 0.0095), ("medium", 0.008), ("coarse", 0.0075)):
+        _measure(engine, name, cost)
+    engine._latency = 0.5
+    for _ in range(3):
+        engine._adapt_granularity()
+        assert engine.granularities[engine.auto_level] == "medium"
+    engine.auto_level = 3  # e.g. reached while coarse was not measured yet
+    engine._adapt_granularity()
+    assert engine.granularities[engine.auto_level] == "medium"
+    engine._latency = 0.01
+    engine._adapt_granularity()
+    assert engine.auto_level == 0
+
+
 def test_auto_granularity_reacts_to_real_latency(recognizer):
-    """With a target no CPU can meet, an auto stream's results move to the coarsest granularity."""
+    """With a target no CPU can meet, an auto stream's results move to the coarser granularity once
+    the finer one is measured (a few steps)."""
     async def scenario():
         async with running(recognizer, server_config(latency_target_ms=0.001, auto_interval_s=0)) as service:
             return await stream_file(service.websocket.port, audio(3.0), granularity="auto")
 
     messages, code = asyncio.run(scenario())
     used = [m["granularity"] for m in messages if m["type"] in ("partial", "final")]
-    assert code == 1000 and used[-1] == "coarse"
+    assert code == 1000 and used[0] == "full" and "coarse" in used
 
 
 def test_a_streams_memory_does_not_grow_with_its_length(recognizer):
@@ -160,3 +188,14 @@ def test_a_segment_without_speech_ends_quietly(recognizer):
 def test_engine_settings_out_of_range_name_their_flag(setting, value):
     with pytest.raises(ValueError, match="--" + setting.replace("_", "-")):
         EngineConfig(**{setting: value})
+
+
+def test_a_levels_cost_is_a_median_that_one_slow_step_does_not_move():
+    costs = StepCosts()
+    for seconds in [1.0] * StepCosts.WARMUP_STEPS + [0.080] * (StepCosts.MIN_STEPS - 1):
+        costs.record(["full"] * 8, seconds)
+    assert costs.cost("full") is None  # not yet MIN_STEPS measured steps
+    costs.record(["full"] * 8, 0.800)  # a collection, a busy neighbour
+    assert costs.cost("full") == pytest.approx(0.010)
+    costs.record(["full"] * 2, 0.010)
+    assert costs.cost("full") is None  # another batch size is another load, measured on its own
