@@ -24,7 +24,7 @@ class EngineConfig:
     beam: int = 4  # beam size of decoding=beam
 
     def __post_init__(self) -> None:
-        at_least = dict(chunk_size=1, left_context=0, max_batch=1, max_wait_ms=0, max_sessions=1, max_pending_chunks=1,
+        at_least = dict(chunk_size=1, left_context=0, max_batch=1, max_wait_ms=0, max_sessions=0, max_pending_chunks=1,
                         max_stream_seconds=0, idle_timeout_s=0, auto_interval_s=0, auto_min_gain=0, beam=1)
         for name, low in at_least.items():
             if getattr(self, name) < low:
