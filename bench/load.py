@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
             rows.append(row)
             log.info("%s x%d: latency p50/p95/p99 %s/%s/%s ms, RTF %s, CPU %s cores, batch %s, %s, real time: %s",
                      granularity, clients, *row[4:])
-            costs = {}  # what auto granularity compares: smoothed compute per stream of a step, at the largest batch
+            costs = {}  # what auto granularity compares: compute per stream of a step, at the largest batch
             for key, value in server_metrics.items():
                 labels = dict(re.findall(r'(\w+)="([^"]*)"', key)) if key.startswith("asr_stream_step_seconds{") else {}
                 if labels and int(labels["batch"]) >= costs.get(labels["granularity"], (0, 0))[0]:

@@ -20,7 +20,7 @@ class EngineConfig:
     idle_timeout_s: float = 30.0  # a stream that sends nothing this long is closed (0 = never)
     latency_target_ms: float = 400.0  # auto granularity: partial-result latency to stay under
     auto_interval_s: float = 1.0  # auto granularity: at most one change per interval
-    auto_min_gain: float = 0.1  # auto granularity: move coarser only where it measured at least this much cheaper per stream
+    auto_min_gain: float = 0.1  # auto granularity: skip a level not at least this fraction cheaper per stream than a finer one
     beam: int = 4  # beam size of decoding=beam
 
     def __post_init__(self) -> None:
@@ -32,7 +32,7 @@ class EngineConfig:
         if not self.latency_target_ms > 0:
             raise ValueError(f"--latency-target-ms must be above 0, got {self.latency_target_ms}")
         if not self.auto_min_gain < 1:
-            raise ValueError(f"--auto-min-gain is a fraction of the finer level's cost, below 1; got {self.auto_min_gain}")
+            raise ValueError(f"--auto-min-gain is a fraction of a level's cost, below 1; got {self.auto_min_gain}")
 
 
 @dataclass(frozen=True)

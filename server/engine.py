@@ -90,6 +90,8 @@ class StepCosts:
 
 
 class Engine:
+    PATIENCE_STEPS = 3 * (StepCosts.WARMUP_STEPS + StepCosts.MIN_STEPS)  # steps auto waits for a measurement
+
     def __init__(self, recognizer: Recognizer, config: EngineConfig = EngineConfig(),
                  metrics: Metrics | None = None, model_name: str = "model") -> None:
         self.recognizer = recognizer
@@ -107,6 +109,7 @@ class Engine:
         self._latency = 0.0  # smoothed partial-result latency, seconds
         self._last_auto_change = 0.0
         self.step_costs = StepCosts()
+        self._steps_at_level = 0  # model steps since auto's last move
         self._ready: asyncio.Queue[Session] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._task: asyncio.Task | None = None
@@ -256,6 +259,7 @@ class Engine:
                 continue
             compute = time.perf_counter() - started
             per_stream = self.step_costs.record([w.granularity for w in work], compute)
+            self._steps_at_level += 1
             if per_stream is not None:
                 self.metrics.stream_step_seconds.labels(granularity=work[0].granularity,
                                                         batch=str(self.step_costs.batch)).set(per_stream)
@@ -369,7 +373,9 @@ class Engine:
         batch size before moving on from it, and skips a level that is *dominated*: not at least
         `auto_min_gain` cheaper than some finer level, which would be more accurate for about the
         same time. Levels not measured yet are tried; a dominated level that auto is on is left for
-        the coarsest level below it that is not."""
+        the coarsest level below it that is not. A level that cannot be measured (its streams
+        always share batches with streams that named another granularity) is left unmeasured
+        after PATIENCE_STEPS steps."""
         target = self.config.latency_target_ms / 1000
         now = time.monotonic()
         if now - self._last_auto_change < self.config.auto_interval_s or len(self.granularities) < 2:
@@ -378,7 +384,7 @@ class Engine:
         why = ""
         if self._latency > target:
             here = self._dominated(level)
-            if here is None:
+            if here is None and self._steps_at_level < self.PATIENCE_STEPS:
                 return  # measure this level first: whether to move, and where, depends on it
             coarser = [j for j in range(level + 1, len(self.granularities)) if not self._dominated(j)]
             if coarser:
@@ -394,6 +400,7 @@ class Engine:
                      1000 * target, why)
             self.auto_level = level
             self._last_auto_change = now
+            self._steps_at_level = 0
             self.metrics.auto_level.set(level)
 
     def _dominated(self, level: int) -> bool | None:

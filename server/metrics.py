@@ -24,9 +24,10 @@ class Metrics:
                                          "From a chunk's last audio arriving to its result", registry=registry,
                                          buckets=LATENCY_BUCKETS)
         self.stream_step_seconds = Gauge("asr_stream_step_seconds",
-                                         "Smoothed compute seconds per stream of a step at one granularity, by batch "
-                                         "size rounded up to a power of two (steps whose streams all used it; what "
-                                         "auto granularity compares)", ["granularity", "batch"], registry=registry)
+                                         "Compute seconds per stream of a step at one granularity (median of recent "
+                                         "steps whose streams all used it), by batch size rounded up to a power of "
+                                         "two: what auto granularity compares", ["granularity", "batch"],
+                                         registry=registry)
         self.auto_level = Gauge("asr_auto_granularity_level", "Granularity index of auto streams (0 = finest)",
                                 registry=registry)
 

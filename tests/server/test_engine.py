@@ -99,6 +99,19 @@ def test_auto_granularity_keeps_a_coarser_level_that_pays(recognizer):
     assert engine.auto_level == 0  # load gone: back to the finest
 
 
+def test_auto_granularity_still_moves_when_mixed_batches_leave_it_unmeasured(recognizer):
+    engine = Engine(recognizer, server_config(latency_target_ms=100, auto_interval_s=0).engine)
+    engine._latency = 0.5
+    for _ in range(Engine.PATIENCE_STEPS - 1):
+        engine.step_costs.record(["full", "coarse"] * 4, 0.08)  # auto streams beside pinned ones
+        engine._steps_at_level += 1
+        engine._adapt_granularity()
+        assert engine.auto_level == 0
+    engine._steps_at_level += 1
+    engine._adapt_granularity()
+    assert engine.auto_level == 1
+
+
 def test_auto_granularity_skips_levels_a_finer_one_matches(recognizer):
     """fine is not 10% cheaper than full and coarse not 10% cheaper than medium: auto uses full and
     medium only, both ways."""
