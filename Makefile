@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q $(TORCH) 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	$(VENV)/bin/pip install -q -e '.[dev]' 2>&1 | { grep -v "is ignored" || true; }
-	$(PY) -c "import torch, lhotse, kaldi_native_fbank, sentencepiece, grpc, websockets, soxr, prometheus_client; assert torch.__version__.startswith('2.13.0')"
+	$(PY) -c "import torch, lhotse, kaldi_native_fbank, sentencepiece, grpc, websockets, soxr, prometheus_client, matplotlib; assert torch.__version__.startswith('2.13.0')"
 	$(PY) -m proto.generate
 	touch $(STAMP)
 

@@ -1,8 +1,9 @@
 """Decode test sets with a checkpoint and score WER per test set, decoding method and chunk size.
 
 `python -m asr.evaluate --checkpoint exp/x/final.pt --data-dir data/librispeech --parts test-clean`
-writes, beside the checkpoint, `errors-<part>-<method>-<mode>.txt` (per-utterance alignments) and
-`wer.md` (the summary table), and records the figures in the checkpoint's metadata.
+writes, beside the checkpoint, `errors-<part>-<method>-<mode>.txt` (per-utterance alignments),
+`wer.md` (the summary table) and `wer.png` (WER against the frames each granularity keeps, and per
+speaking-rate third; asr.plots), and records the figures in the checkpoint's metadata.
 
 The table also slices each WER by speaking rate: the test set's utterances are split into thirds by
 their reference's BPE tokens per second, and each third is scored alone. Merging granularities
@@ -34,6 +35,7 @@ from asr.data.datamodule import eval_dataloader, load_cuts
 from asr.decoding import decode, make_search
 from asr.model.conformer import validate_merge_config
 from asr.model.transducer import Transducer
+from asr.plots import plot_wer, read_wer_table, redraw_quietly
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger("asr.evaluate")
@@ -195,6 +197,8 @@ def evaluate(checkpoint: Path, data: DataConfig, parts: tuple[str, ...], setting
     (out_dir / "wer.md").write_text(f"{title}\n\n" + "\n".join(table) + "\n"
                                     + "".join(f"\n{n}\n" for n in notes))
     print("\n".join(table + notes))
+    picture = out_dir / "wer.png"  # drawn from the table just written, as `python -m asr.plots wer` would
+    redraw_quietly(picture, lambda: plot_wer([(checkpoint.parent.name, read_wer_table(out_dir / "wer.md"))], picture))
     if merge is not None:
         return results  # the checkpoint's figures stay those of its own settings
     meta = dict(ckpt.meta)

@@ -2,7 +2,8 @@
 
 CPU (gloo) or GPU (nccl) through torchrun, bf16 autocast on GPU, dynamic bucketing by duration,
 SpecAugment and optional perturbation, Eden-style learning-rate schedule with warm-up, gradient
-clipping, checkpoints every N steps with exact resume, model averaging, a CSV log and a progress bar.
+clipping, checkpoints every N steps with exact resume, model averaging, a CSV log with its picture
+(train_log.png, asr.plots) and a progress bar.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from asr.data.layout import DataLayout
 from asr.model.conformer import grow_encoder
 from asr.model.moe import MoEFeedForward, upcycle_from_dense
 from asr.model.transducer import Transducer
+from asr.plots import plot_training, read_training_log, redraw_quietly
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger("asr.train")
@@ -105,6 +107,7 @@ class Trainer:
             if self.world_size > 1 else self.model
         )
         self.autocast = self.device.type == "cuda" and config.bf16
+        self.curves_drawn = 0.0  # time.time() of the last train_log.png
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_training_checkpoint(self) -> Path:
@@ -123,6 +126,8 @@ class Trainer:
         for old in sorted(self.ckpt_dir.glob("step-*.pt"))[: -self.config.keep_checkpoints]:
             old.unlink()
         log.info("saved %s", path)
+        if time.time() - self.curves_drawn > 60:  # at most a minute old, without a draw per short checkpoint
+            self.draw_curves()
         return path
 
     def resume(self) -> bool:
@@ -279,6 +284,7 @@ class Trainer:
                 self.validate()
         if self.rank == 0:
             self.save_training_checkpoint()
+            self.draw_curves()
             return self.export()
         return self.exp_dir / "final.pt"
 
@@ -320,6 +326,13 @@ class Trainer:
         value = total / max(1, frames)
         log.info("epoch %d validation: pruned loss/frame %.4f", self.progress.epoch, value)
         return value
+
+    def draw_curves(self) -> None:
+        """train_log.png beside train_log.csv: loss, per-granularity loss and frames kept, learning rate."""
+        log_path, out = self.exp_dir / "train_log.csv", self.exp_dir / "train_log.png"
+        if log_path.exists():
+            redraw_quietly(out, lambda: plot_training([read_training_log(log_path)], out))
+            self.curves_drawn = time.time()
 
     def export(self) -> Path:
         """The serving checkpoint: the average of the last `average_last` training checkpoints."""

@@ -10,6 +10,7 @@ from asr.config import MergeConfig
 from asr.evaluate import UtteranceScore, override_merge, parse_merge, rate_thirds
 from asr.evaluate import main as evaluate_main
 from asr.model import Transducer
+from asr.plots import read_wer_table
 from asr.tokenizer import Tokenizer
 from recipes.synthetic.espeak import espeak_available
 from tests.conftest import small_config
@@ -97,6 +98,9 @@ def test_evaluate_with_a_merge_override_writes_beside_and_leaves_the_checkpoint_
     assert trained[1].tokens_kept < 0.8 and trained[1].by_rate is not None  # 3 utterances: one per third
     meta = load_checkpoint(checkpoint).meta
     table = (checkpoint.parent / "wer.md").read_text()
+    read_back = read_wer_table(checkpoint.parent)  # the table's reader (asr.plots) sees what was scored
+    assert [(r.granularity, r.wer) for r in read_back] == [(r.setting.split("-")[-1], round(r.wer, 2)) for r in trained]
+    assert (checkpoint.parent / "wer.png").read_bytes().startswith(b"\x89PNG")
 
     overridden = evaluate_main(args + ["--merge", "threshold:1.0,1.0"])
     assert overridden[1].tokens_kept == 1.0  # threshold 1.0 merges nothing

@@ -67,6 +67,7 @@ def test_training_writes_log_checkpoints_and_a_self_contained_final_model(data_d
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == ["step-00000004.pt", "step-00000008.pt"]
     rows = (tmp_path / "train_log.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss") and len(rows) == 5
+    assert (tmp_path / "train_log.png").read_bytes().startswith(b"\x89PNG")  # the log's picture, drawn at the end
     ckpt = load_checkpoint(final)
     assert ckpt.meta["steps"] == 8 and ckpt.meta["averaged"] == ["step-00000004.pt", "step-00000008.pt"]
     norm = ckpt.model.encoder.input_norm  # global CMVN from the training features travels in the checkpoint
