@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
                                     "--device", "cuda" if torch.cuda.is_available() else "cpu"])
     timings["decode"] = time.time() - start
     summary = ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
-    log.info("done: %s; total %.1f min; results in %s", summary, sum(timings.values()) / 60, args.exp_dir / "wer.md")
+    log.info("done: %s; total %.1f min; results in %s (and wer.png; training curves in train_log.png)", summary,
+             sum(timings.values()) / 60, args.exp_dir / "wer.md")
     if not args.no_record and stages == {"data", "train", "decode"}:  # the row times the whole pipeline
         record_row(checkpoint, results, timings, f"{train_hours:.2f}")
 
