@@ -5,10 +5,11 @@
 #   matryoshka   4 blocks (the base's 3 plus one grown as an identity), merges after blocks 2 and 3,
 #                trained at full / fine / medium / coarse at once
 #   coarse-only  the same model trained at coarse alone: the separately trained comparison
+#   full-only    the same model trained at full alone (no merging): the comparison for full
 #   mome         matryoshka with MoME feed-forwards after the merges (equal active size)
 #
 # Runs go JOBS at a time with THREADS threads each (1); a stopped run resumes from its last checkpoint, and a
-# finished one is only decoded again. WER tables land in $PREFIX-<run>/wer.md.
+# finished one is only decoded again. WER tables land in $PREFIX-<run>/wer.md (and their pictures in wer.png).
 #
 #   bash recipes/synthetic/finetune_merging.sh                                # the three runs, 2,000 steps
 #   RUNS=coarse-only JOBS=1 THREADS=2 bash recipes/synthetic/finetune_merging.sh  # one run, both cores
@@ -38,8 +39,10 @@ one() {
     matryoshka) ;;
     coarse-only) extra="--set model.encoder.merge.granularities=[coarse] --set model.encoder.merge.values=[0.4]
                         --set model.encoder.merge.loss_weights=[1.0]";;
+    full-only) extra="--set model.encoder.merge.granularities=[full] --set model.encoder.merge.values=[0.0]
+                      --set model.encoder.merge.loss_weights=[1.0]";;
     mome) extra="--set model.encoder.moe.enabled=true";;
-    *) echo "unknown run '$run': matryoshka, coarse-only or mome" >&2; return 1;;
+    *) echo "unknown run '$run': matryoshka, coarse-only, full-only or mome" >&2; return 1;;
   esac
   mkdir -p "$dir"
   if [ ! -f "$dir/final.pt" ]; then
