@@ -270,6 +270,49 @@ def _plot_runs(runs: list[tuple[str, list[WerRow]]], out: Path) -> Path:
     return _save(fig, out)
 
 
+@dataclass(frozen=True)
+class SpeedPoint:
+    """One granularity's figures from bench.merging: what it keeps, costs and buys."""
+
+    series: str  # decoding mode and batch size, e.g. "stream 320 ms, batch 16"
+    granularity: str
+    kept: float  # fraction of encoder frames kept
+    speedup: float  # encoder + joiner + search, against the finest granularity in the same run
+    wer: float | None  # None for a random model
+
+
+def plot_speed(points: list[SpeedPoint], out: Path) -> Path:
+    """bench.merging's trade-off: speed-up against frames kept and, for a trained model, WER against
+    speed-up; one line per decoding mode and batch size."""
+    if not points:
+        raise ValueError("no benchmark points to plot")
+    plt = _pyplot()
+    with_wer = all(p.wer is not None for p in points)
+    fig, axes = plt.subplots(1, 2 if with_wer else 1, figsize=(11 if with_wer else 6, 4.5),
+                             constrained_layout=True, squeeze=False)
+    for series in dict.fromkeys(p.series for p in points):
+        line = [p for p in points if p.series == series]
+        axes[0][0].plot([100 * p.kept for p in line], [p.speedup for p in line], "o-", label=series)
+        if with_wer:
+            axes[0][1].plot([p.speedup for p in line], [p.wer for p in line], "o-", label=series)
+            for p in line:
+                axes[0][1].annotate(p.granularity, (p.speedup, p.wer), textcoords="offset points", xytext=(4, 4),
+                                    fontsize=8)
+    ax = axes[0][0]
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("encoder frames kept (%)")
+    ax.set_ylabel("speed-up against the finest (encoder + joiner + search)")
+    ax.set_title("what merging buys in time")
+    if with_wer:
+        axes[0][1].set_xlabel("speed-up against the finest")
+        axes[0][1].set_ylabel("WER (%)")
+        axes[0][1].set_title("WER against speed-up")
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
 def _save(fig, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ Greedy search. Batch 1 decodes every utterance alone, as a lone live stream is s
 decodes B utterances side by side (sorted by length, padded), as the server batches streams.
 Streaming feeds the encoder one chunk at a time with its state, exactly as the recognizer does, and
 times each chunk's encoder step and search step (synchronising the GPU before each clock read).
-Rows go to BENCHMARKS.md unless --no-record.
+Rows go to BENCHMARKS.md unless --no-record, and a picture of the trade-off (speed-up against
+frames kept, WER against speed-up) to merging.png beside the checkpoint, or to --plot.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from asr.data.datamodule import load_cuts
 from asr.decoding import GreedySearch, StreamingDecoder, decode
 from asr.evaluate import score
 from asr.model.conformer import SUBSAMPLING_FACTOR
+from asr.plots import SpeedPoint, plot_speed
 from bench.inference import calibrate_blank_bias
 from bench.load import random_checkpoint
 from bench.report import machine, record
@@ -141,6 +143,9 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1],
                         help="utterances decoded side by side (1 = each alone, as a lone live stream)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not write BENCHMARKS.md")
+    parser.add_argument("--plot", type=Path,
+                        help="picture of the trade-off, .png or .svg (default: merging.png beside the checkpoint; "
+                             "none for --random-model unless given)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     cuts.sort(key=lambda c: c.duration)  # batches of similar lengths, as a length-bucketing server would
     utterances = [(torch.from_numpy(c.load_features()), " ".join(s.text for s in c.supervisions).split()) for c in cuts]
     audio_seconds = sum(c.duration for c in cuts)
-    rows, results = [], {}
+    rows, results, points = [], {}, []
     for batch_size in args.batch_sizes:
         batches = [utterances[i : i + batch_size] for i in range(0, len(utterances), batch_size)]
         for chunk in (-1, 8):  # warm-up: kernels, allocator and autotuning out of the timings
@@ -188,6 +193,8 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
                        f"{totals.encoder / audio_seconds:.4f}", f"{totals.search / audio_seconds:.4f}",
                        f"{total:.4f}", f"{base.encoder / max(1e-9, totals.encoder):.2f}x", f"{speedup:.2f}x"]
                 rows.append(row)
+                points.append(SpeedPoint(f"{mode}, batch {batch_size}", name, totals.kept, speedup,
+                                         None if args.random_model else totals.wer))
                 log.info("%s %s batch %s: kept %s, WER %s, encoder %s s/s, joiner+search %s s/s, total %s s/s, "
                          "encoder speed-up %s, total speed-up %s", *row)
     columns = ["granularity", "mode", "batch", "tokens kept", "WER %", "encoder s/s", "joiner+search s/s", "total s/s",
@@ -200,6 +207,9 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
                 f"speed-ups against `{granularities[0]}` in the same run. Test set: {args.part}, "
                 f"{len(cuts)} utterances, {audio_seconds / 60:.1f} min; checkpoint {checkpoint}; {machine()}.")
         record("Token merging: granularity trade-off", columns, rows, note)
+    picture = args.plot or (None if args.random_model else Path(checkpoint).parent / "merging.png")
+    if picture is not None:
+        log.info("wrote %s", plot_speed(points, picture))
     return rows
 
 

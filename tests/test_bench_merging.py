@@ -35,13 +35,17 @@ def test_merging_benchmark_reports_every_granularity_and_mode(tmp_path):
     by_setting = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
     for name, mode in settings:
         assert by_setting[(name, mode, "3")] == by_setting[(name, mode, "1")]
+    assert (tmp_path / "merging.png").read_bytes().startswith(b"\x89PNG")  # the trade-off, beside the checkpoint
 
 
 def test_random_model_times_the_gpu_recipe_size_without_a_wer(tmp_path):
     make_prepared_dir(tmp_path / "data", {"test-clean": 2}, vocab_size=40)
-    rows = merging.main(["--random-model", "--data-dir", str(tmp_path / "data"), "--chunks", "8", "--no-record"])
+    rows = merging.main(["--random-model", "--data-dir", str(tmp_path / "data"), "--chunks", "8", "--no-record",
+                         "--plot", str(tmp_path / "random.svg")])
     assert [r[0] for r in rows] == ["full", "fine", "medium", "coarse"]
     assert all(r[4] == "n/a" for r in rows)  # random weights: no word error rate to speak of
     kept = [float(r[3].rstrip("%")) for r in rows]
     assert kept[0] == 100.0 and kept == sorted(kept, reverse=True) and kept[-1] < 50.0
+    picture = (tmp_path / "random.svg").read_text()
+    assert "what merging buys in time" in picture and "WER against speed-up" not in picture  # no WER to draw
 
