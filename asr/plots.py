@@ -4,8 +4,10 @@
     python -m asr.plots training exp/x exp/y -o runs.png     # several runs on shared axes
     python -m asr.plots wer exp/x                            # exp/x/wer.md -> exp/x/wer.png
     python -m asr.plots wer exp/a exp/b exp/c --labels 2k 4k 6k -o progress.png
+    python -m asr.plots wer exp/m2k exp/m4k exp/c2k exp/c4k --labels 2k 4k 2k 4k \
+        --groups matryoshka matryoshka coarse-only coarse-only -o compare.png
 
-asr.train redraws `train_log.png` at every checkpoint, and asr.evaluate draws `wer.png` beside
+asr.train redraws `train_log.png` at checkpoints (at most once a minute) and at its end, and asr.evaluate draws `wer.png` beside
 `wer.md`, so a run's folder always has both; this command redraws them or compares runs.
 
 - training: the loss, the pruned loss of each merge granularity, the fraction of encoder frames
@@ -14,7 +16,7 @@ asr.train redraws `train_log.png` at every checkpoint, and asr.evaluate draws `w
   point per granularity (the merging trade-off), and the WER of each speaking-rate third per
   granularity (where coarse levels lose: fast speech runs short of frames).
 - wer, several runs: the WER of each granularity across the runs, one panel per decoding mode
-  (e.g. the same model after more training steps).
+  (e.g. the same model after more training steps); with --groups, a line per family of runs.
 """
 from __future__ import annotations
 
@@ -205,12 +207,16 @@ def plot_training(logs: list[TrainingLog], out: Path) -> Path:
     return _save(fig, out)
 
 
-def plot_wer(runs: list[tuple[str, list[WerRow]]], out: Path) -> Path:
+def plot_wer(runs: list[tuple[str, list[WerRow]]], out: Path, groups: list[str] | None = None) -> Path:
     """One run: the merging trade-off and the speaking-rate thirds. Several: each granularity's WER
-    across the runs, one panel per decoding mode."""
+    across the runs, one panel per decoding mode. `groups` names each run's family (e.g. the
+    Matryoshka model and a coarse-only one, each after more steps): a line per family and
+    granularity, over the runs' labels."""
     if not runs or not any(rows for _, rows in runs):
         raise ValueError("no WER rows to plot")
-    return _plot_one_run(*runs[0], out) if len(runs) == 1 else _plot_runs(runs, out)
+    if groups is not None and len(groups) != len(runs):
+        raise ValueError(f"{len(groups)} groups for {len(runs)} runs")
+    return _plot_one_run(*runs[0], out) if len(runs) == 1 else _plot_runs(runs, out, groups or [""] * len(runs))
 
 
 def _plot_one_run(name: str, rows: list[WerRow], out: Path) -> Path:
@@ -247,23 +253,30 @@ def _plot_one_run(name: str, rows: list[WerRow], out: Path) -> Path:
     return _save(fig, out)
 
 
-def _plot_runs(runs: list[tuple[str, list[WerRow]]], out: Path) -> Path:
+def _plot_runs(runs: list[tuple[str, list[WerRow]]], out: Path, groups: list[str]) -> Path:
     plt = _pyplot()
     decodings = _order_modes(list(dict.fromkeys(r.decoding for _, rows in runs for r in rows)))
     fig, axes = plt.subplots(1, len(decodings), figsize=(4.2 * len(decodings) + 1, 4.5), constrained_layout=True,
                              squeeze=False, sharey=True)
-    labels = [label for label, _ in runs]
+    labels = list(dict.fromkeys(label for label, _ in runs))  # runs of different groups may share a label
+    styles = {group: style for group, style in zip(dict.fromkeys(groups), ["o-", "s--", "^:", "d-."])}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(r.granularity for _, rows in runs for r in rows))
     for ax, decoding in zip(axes[0], decodings):
-        names = list(dict.fromkeys(r.granularity for _, rows in runs for r in rows if r.decoding == decoding))
-        for name in names:
-            ys = []
-            for _, rows in runs:
-                match = [r.wer for r in rows if r.decoding == decoding and r.granularity == name]
-                ys.append(match[0] if match else math.nan)
-            ax.plot(range(len(labels)), ys, "o-", label=name or "model")
+        for group in styles:
+            members = [(label, rows) for (label, rows), g in zip(runs, groups) if g == group]
+            for index, name in enumerate(names):
+                xs, ys = [], []
+                for label, rows in members:
+                    match = [r.wer for r in rows if r.decoding == decoding and r.granularity == name]
+                    if match:
+                        xs.append(labels.index(label))
+                        ys.append(match[0])
+                if xs:
+                    ax.plot(xs, ys, styles[group], color=colors[index % len(colors)],
+                            label=" ".join(part for part in (name or "model", group and f"({group})") if part))
         ax.set_xticks(range(len(labels)), labels)
         ax.set_title(decoding)
-        ax.set_xlabel("run")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("WER (%)")
@@ -343,6 +356,9 @@ def main(argv: list[str] | None = None) -> Path:
                         help="training: from train_log.csv; wer: from asr.evaluate's wer.md")
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (or the CSV / wer.md files themselves)")
     parser.add_argument("--labels", nargs="+", help="a name per run for the legend (default: the folder names)")
+    parser.add_argument("--groups", nargs="+",
+                        help="wer, several runs: a family name per run (e.g. matryoshka, coarse-only); runs of one "
+                             "family form one line per granularity over the labels")
     parser.add_argument("-o", "--out", type=Path,
                         help="image to write, .png or .svg (default: train_log.png / wer.png in the only run's "
                              "folder; required for several runs)")
@@ -350,6 +366,8 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.labels and len(args.labels) != len(args.runs):
         parser.error(f"--labels names {len(args.labels)} runs but {len(args.runs)} were given")
+    if args.groups and (args.kind != "wer" or len(args.groups) != len(args.runs)):
+        parser.error("--groups is for 'wer' and names one family per run")
     if args.out is None and len(args.runs) > 1:
         parser.error("several runs need --out: which folder the picture belongs in is not clear")
     labels = args.labels or [(p if p.is_dir() else p.parent).name for p in args.runs]
@@ -359,7 +377,8 @@ def main(argv: list[str] | None = None) -> Path:
             out = plot_training([read_training_log(p, n) for p, n in zip(args.runs, labels)],
                                 args.out or folder / "train_log.png")
         else:
-            out = plot_wer([(n, read_wer_table(p)) for p, n in zip(args.runs, labels)], args.out or folder / "wer.png")
+            out = plot_wer([(n, read_wer_table(p)) for p, n in zip(args.runs, labels)], args.out or folder / "wer.png",
+                           args.groups)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -107,7 +107,7 @@ class Trainer:
             if self.world_size > 1 else self.model
         )
         self.autocast = self.device.type == "cuda" and config.bf16
-        self.curves_drawn = 0.0  # time.time() of the last train_log.png
+        self.curves_drawn = 0.0  # time.time() of the last train_log.png (redrawn at most once a minute)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_training_checkpoint(self) -> Path:
@@ -273,6 +273,7 @@ class Trainer:
         log.info("training %.1fM parameters on %s, %d process(es), exp %s", params, self.device, self.world_size,
                  self.exp_dir)
         started = time.time()
+        self.curves_drawn = started  # the first picture a minute in: a short run draws only at its end
         logger = CsvLog(self.exp_dir / "train_log.csv") if self.rank == 0 else None
         while self.progress.epoch < config.num_epochs and not self.should_stop(started):
             self.run_epoch(cuts, started, logger)

@@ -105,6 +105,13 @@ def test_wer_pictures_for_one_run_and_for_several(tmp_path):
     assert plot_wer([("old", read_wer_table(tmp_path / "old.md"))], tmp_path / "old.png").read_bytes().startswith(PNG)
     several = plot_wer([("2k", rows), ("4k", rows[:2])], tmp_path / "runs.svg").read_text()
     assert "greedy chunk320ms" in several and "greedy offline" in several
+    coarse_only = [r for r in rows if r.granularity == "coarse"]
+    families = plot_wer([("2k", rows), ("4k", rows), ("2k", coarse_only), ("4k", coarse_only)], tmp_path / "f.svg",
+                        groups=["matryoshka", "matryoshka", "coarse-only", "coarse-only"]).read_text()
+    assert "coarse (coarse-only)" in families and "full (matryoshka)" in families
+    assert "full (coarse-only)" not in families  # a family has only the granularities it was decoded at
+    with pytest.raises(ValueError, match="1 groups for 2 runs"):
+        plot_wer([("2k", rows), ("4k", rows)], tmp_path / "g.svg", groups=["matryoshka"])
     with pytest.raises(ValueError, match="no WER rows"):
         plot_wer([("empty", [])], tmp_path / "none.png")
 
@@ -129,6 +136,9 @@ def test_command_line_defaults_to_the_run_folder_and_refuses_ambiguity(tmp_path,
     with pytest.raises(SystemExit) as exit_info:
         main(["wer", str(tmp_path), "--labels", "a", "b", "-o", str(tmp_path / "x.png")])
     assert exit_info.value.code == 2 and "--labels names 2 runs but 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["training", str(tmp_path), "--groups", "a"])
+    assert exit_info.value.code == 2 and "--groups is for 'wer'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["training", str(tmp_path / "missing")])
     assert exit_info.value.code == 1 and "no training log at" in capsys.readouterr().err
