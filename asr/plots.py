@@ -7,8 +7,9 @@
     python -m asr.plots wer exp/m2k exp/m4k exp/c2k exp/c4k --labels 2k 4k 2k 4k \
         --groups matryoshka matryoshka coarse-only coarse-only -o compare.png
 
-asr.train redraws `train_log.png` at checkpoints (at most once a minute) and at its end, and asr.evaluate draws `wer.png` beside
-`wer.md`, so a run's folder always has both; this command redraws them or compares runs.
+asr.train redraws `train_log.png` at checkpoints (at most once a minute) and at its end, and
+asr.evaluate draws `wer.png` beside `wer.md`, so a run's folder always has both; this command
+redraws them or compares runs.
 
 - training: the loss, the pruned loss of each merge granularity, the fraction of encoder frames
   each granularity keeps, and the learning rate, against the step (noisy series are smoothed).
