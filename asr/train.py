@@ -126,8 +126,6 @@ class Trainer:
         for old in sorted(self.ckpt_dir.glob("step-*.pt"))[: -self.config.keep_checkpoints]:
             old.unlink()
         log.info("saved %s", path)
-        if time.time() - self.curves_drawn > 60:  # at most a minute old, without a draw per short checkpoint
-            self.draw_curves()
         return path
 
     def resume(self) -> bool:
@@ -309,6 +307,8 @@ class Trainer:
                 window_audio, window_start = 0.0, time.time()
             if self.rank == 0 and progress.step % config.checkpoint_every == 0:
                 self.save_training_checkpoint()
+                if time.time() - self.curves_drawn > 60:  # a minute old at most, not a draw per short checkpoint
+                    self.draw_curves()
             if self.should_stop(started):
                 break
 
