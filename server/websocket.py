@@ -184,17 +184,24 @@ class WebSocketServer:
             raise ProtocolError("unavailable", str(error), TRY_AGAIN_LATER) from None
 
     async def _send_events(self, connection: ServerConnection, session: Session) -> None:
-        while True:
-            event = await session.events.get()
-            message = event_message(event)
-            if message is not None:
-                await connection.send(json.dumps(message))
-            if isinstance(event, Failed):
-                await connection.close(GOING_AWAY if event.code == "idle_timeout" else INTERNAL, event.message[:120])
-                return
-            if isinstance(event, Done):
-                await connection.close(NORMAL, "done")
-                return
+        """Results to the client until Done or Failed. A client gone mid-send ends this task quietly:
+        the handler's receive loop sees the same closure and frees the session, and an exception
+        left in this task would only be logged by asyncio as never retrieved."""
+        try:
+            while True:
+                event = await session.events.get()
+                message = event_message(event)
+                if message is not None:
+                    await connection.send(json.dumps(message))
+                if isinstance(event, Failed):
+                    await connection.close(GOING_AWAY if event.code == "idle_timeout" else INTERNAL,
+                                           event.message[:120])
+                    return
+                if isinstance(event, Done):
+                    await connection.close(NORMAL, "done")
+                    return
+        except ConnectionClosed:
+            log.info("client of %s went away before its results were sent", session.id)
 
     @staticmethod
     async def _send_error(connection: ServerConnection, error: ProtocolError) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import urllib.request
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+
+from server.options import StreamOptions
+from server.session import Partial
 
 from tests.server.conftest import audio, final_text, running, s16le, server_config, stream_file
 
@@ -77,6 +81,30 @@ def test_a_client_that_vanishes_frees_its_session(recognizer):
             return len(service.engine.sessions), service.engine.metrics.active_sessions._value.get()
 
     assert asyncio.run(scenario()) == (0, 0)
+
+
+def test_results_for_a_client_gone_mid_send_end_the_sender_quietly(recognizer, caplog):
+    """The sender task must not end with an exception nobody retrieves (asyncio logs those as errors)."""
+    class GoneConnection:
+        async def send(self, message):
+            raise ConnectionClosedError(None, None)
+
+        async def close(self, *args):
+            raise AssertionError("a gone client is not closed again")
+
+    async def scenario():
+        async with running(recognizer) as service:
+            session = service.engine.open(StreamOptions())
+            session.events.put_nowait(Partial(0, "hello", "full", 0.32))
+            try:
+                await asyncio.wait_for(service.websocket._send_events(GoneConnection(), session), 5)
+            finally:
+                service.engine.close(session)
+            return session.id
+
+    with caplog.at_level(logging.INFO, logger="server.websocket"):
+        session_id = asyncio.run(scenario())
+    assert f"client of {session_id} went away before its results were sent" in caplog.text
 
 
 async def drain(ws) -> list[dict]:
