@@ -333,9 +333,7 @@ def _save(fig, out: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")  # a viewer never sees half a file
     fig.savefig(tmp, dpi=110, format=out.suffix.lstrip(".") or "png")
     tmp.replace(out)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _pyplot().close(fig)  # pyplot keeps every figure alive until closed
     return out
 
 

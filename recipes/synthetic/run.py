@@ -133,17 +133,17 @@ def main(argv: list[str] | None = None) -> None:
 def record_throughput(checkpoint: Path, config, configs: list[str] | None, train_hours: float) -> None:
     """A row of training speed: seconds of audio trained per second of wall time (the mean over
     the last logged rows, past the start-up), with the model, device and batch size."""
-    import csv
-
     from asr.checkpoint import load_checkpoint
+    from asr.plots import read_training_log
     from bench.report import record
 
-    log_file = Path(config.exp_dir) / "train_log.csv"
-    rows = list(csv.DictReader(log_file.open())) if log_file.exists() else []
-    if not rows:
+    try:
+        training = read_training_log(Path(config.exp_dir) / "train_log.csv")
+    except (FileNotFoundError, ValueError):  # no row logged yet: nothing to record
         return
-    tail = rows[len(rows) // 2 :]
-    speed = sum(float(r["audio_seconds_per_second"]) for r in tail) / len(tail)
+    speeds = training.columns["audio_seconds_per_second"]
+    tail = speeds[len(speeds) // 2 :]
+    speed = sum(tail) / len(tail)
     ckpt = load_checkpoint(checkpoint)
     params = sum(p.numel() for p in ckpt.model.parameters()) / 1e6
     merge = config.model.encoder.merge
@@ -152,7 +152,8 @@ def record_throughput(checkpoint: Path, config, configs: list[str] | None, train
         "Training throughput",
         ["config", "params", "granularities per batch", "batch (s of audio)", "train data", "steps", "audio s/s"],
         [[" + ".join(Path(c).stem for c in configs or ["cpu-small"]), f"{params:.1f}M", str(granularities),
-          f"{config.data.max_duration:g}", f"{train_hours:.2f} h synthetic", rows[-1]["step"], f"{speed:.0f}"]],
+          f"{config.data.max_duration:g}", f"{train_hours:.2f} h synthetic", str(int(training.steps[-1])),
+          f"{speed:.0f}"]],
         note="Seconds of audio trained per second of wall time, the mean over the second half of the run "
              "(one process; bf16 autocast on GPU). A Matryoshka model trains every granularity on each batch.",
     )
